@@ -1,0 +1,263 @@
+r"""Equivariant bases: orthonormal bases of :math:`\{W : \rho_{out}(g) W = W \rho_{in}(g)\}`.
+
+Following EMLP (Finzi et al. 2021), the space is the common nullspace of one linear constraint per
+generator: :math:`d\rho_{out}(A) W - W d\rho_{in}(A)` for every Lie-algebra generator ``A`` and
+:math:`\rho_{out}(h) W - W \rho_{in}(h)` for every discrete generator ``h``. With ``vec`` row-major
+(``W.reshape(-1)``), :math:`\mathrm{vec}(M W N) = (M \otimes N^\top)\,\mathrm{vec}(W)`.
+
+Direct sums are solved block by block: one basis per pair of summands, reused for every pair of
+copies. Small blocks use a dense float64 SVD; large blocks never form the constraint matrix and
+instead project random vectors onto the nullspace with conjugate gradients (a Krylov solver whose
+cost per iteration is a few ``size x size`` matrix products).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from symprior.groups._rep import Rep
+
+__all__ = ["BasisBlock", "BlockBasis", "equivariant_basis", "equivariant_basis_blocks"]
+
+#: Blocks whose ``vec(W)`` has more entries than this use the matrix-free Krylov solver.
+DENSE_LIMIT = 256
+
+
+def _generators(rep_in: Rep, rep_out: Rep) -> list[tuple[Tensor, Tensor]]:
+    """Pairs ``(M_out, M_in)`` such that the constraints read ``M_out W - W M_in = 0``."""
+    G = rep_in.G
+    ops = []
+    for a in G.lie_algebra:
+        ops.append((rep_out.drho(a), rep_in.drho(a)))
+    for h in G.discrete_generators:
+        ops.append((rep_out.rho(h), rep_in.rho(h)))
+    return [(m_out.to(torch.float64), m_in.to(torch.float64)) for m_out, m_in in ops]
+
+
+def _nullspace_dense(ops: list[tuple[Tensor, Tensor]], n_out: int, n_in: int) -> Tensor:
+    eye_out = torch.eye(n_out, dtype=torch.float64)
+    eye_in = torch.eye(n_in, dtype=torch.float64)
+    if not ops:
+        return torch.eye(n_out * n_in, dtype=torch.float64)
+    rows = [torch.kron(m_out, eye_in) - torch.kron(eye_out, m_in.T.contiguous()) for m_out, m_in in ops]
+    c = torch.cat(rows)
+    _, s, vh = torch.linalg.svd(c, full_matrices=True)
+    scale = max(1.0, float(s[0])) if s.numel() else 1.0
+    tol = 1e-9 * scale
+    rank = int((s > tol).sum())
+    return vh[rank:].T.contiguous()
+
+
+def _nullspace_krylov(
+    ops: list[tuple[Tensor, Tensor]], n_out: int, n_in: int, *, seed: int = 0
+) -> Tensor:
+    r"""Nullspace of :math:`M = \sum_k L_k^\top L_k` without forming it.
+
+    For random ``X``, conjugate gradients started at zero solve :math:`M \Delta = M X` with the
+    minimum-norm solution, which lies in :math:`\mathrm{range}(M)`; hence :math:`X - \Delta` is
+    the orthogonal projection of ``X`` onto :math:`\mathrm{null}(M)`. The number of probes is
+    doubled until the projected block is rank deficient, so the whole nullspace is found.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def apply(w: Tensor) -> Tensor:  # w: (p, n_out, n_in)
+        out = torch.zeros_like(w)
+        for m_out, m_in in ops:
+            lw = m_out @ w - w @ m_in
+            out = out + m_out.T @ lw - lw @ m_in.T
+        return out
+
+    probes = 16
+    while True:
+        x = torch.randn(probes, n_out, n_in, generator=gen, dtype=torch.float64)
+        b = apply(x)
+        delta = torch.zeros_like(x)
+        r = b.clone()
+        p = r.clone()
+        rs = (r * r).sum((-1, -2))
+        target = (1e-28 * (b * b).sum((-1, -2))).clamp_min(1e-300)
+        for _ in range(20 * (n_out * n_in) + 100):
+            if bool((rs <= target).all()):
+                break
+            mp = apply(p)
+            alpha = rs / (p * mp).sum((-1, -2)).clamp_min(1e-300)
+            alpha = torch.where(rs <= target, torch.zeros_like(alpha), alpha)
+            delta = delta + alpha[:, None, None] * p
+            r = r - alpha[:, None, None] * mp
+            rs_new = (r * r).sum((-1, -2))
+            beta = rs_new / rs.clamp_min(1e-300)
+            p = r + beta[:, None, None] * p
+            rs = rs_new
+        q = (x - delta).reshape(probes, -1).T
+        u, s, _ = torch.linalg.svd(q, full_matrices=False)
+        rank = int((s > 1e-8 * max(1.0, float(s[0]))).sum()) if s.numel() else 0
+        if rank < probes or probes >= n_out * n_in:
+            basis = u[:, :rank]
+            break
+        probes *= 2
+    return basis
+
+
+def _solve_block(rep_in: Rep, rep_out: Rep) -> Tensor:
+    n_in, n_out = rep_in.size, rep_out.size
+    ops = _generators(rep_in, rep_out)
+    if n_in * n_out <= DENSE_LIMIT or not ops:
+        return _nullspace_dense(ops, n_out, n_in)
+    return _nullspace_krylov(ops, n_out, n_in)
+
+
+@cache
+def _block_basis_cached(rep_in: Rep, rep_out: Rep) -> Tensor:
+    return _solve_block(rep_in, rep_out)
+
+
+@dataclass(frozen=True)
+class BasisBlock:
+    r"""The basis of one pair of summands, repeated over their multiplicities.
+
+    The weight rows ``out_offset : out_offset + out_mult * out_size`` and columns
+    ``in_offset : in_offset + in_mult * in_size`` hold ``out_mult x in_mult`` copies of
+    :math:`\mathrm{unvec}(Q c)`, each with its own coefficients.
+    """
+
+    out_offset: int
+    out_mult: int
+    out_size: int
+    in_offset: int
+    in_mult: int
+    in_size: int
+    basis: Tensor  # (out_size * in_size, r), float64
+
+    @property
+    def rank(self) -> int:
+        return int(self.basis.shape[1])
+
+    @property
+    def num_coeffs(self) -> int:
+        return self.out_mult * self.in_mult * self.rank
+
+
+@dataclass(frozen=True)
+class BlockBasis:
+    r"""An equivariant basis stored block-wise; :meth:`weight` maps coefficients to ``W``.
+
+    Never materialises the ``(out*in, r)`` matrix, so hidden layers with hundreds of channels stay
+    cheap: applying it costs one small ``einsum`` per pair of summands.
+    """
+
+    rep_in: Rep
+    rep_out: Rep
+    blocks: tuple[BasisBlock, ...]
+
+    @property
+    def num_coeffs(self) -> int:
+        return sum(b.num_coeffs for b in self.blocks)
+
+    def weight(self, coeffs: Tensor) -> Tensor:
+        r"""The matrix :math:`W = \mathrm{unvec}(Q c)`, shape ``(rep_out.size, rep_in.size)``.
+
+        ``coeffs`` has shape ``(num_coeffs,)``; computed in its dtype and on its device.
+        """
+        if coeffs.shape != (self.num_coeffs,):
+            raise ValueError(f"coeffs must have shape ({self.num_coeffs},), got {tuple(coeffs.shape)}")
+        w = coeffs.new_zeros(self.rep_out.size, self.rep_in.size)
+        i = 0
+        for b in self.blocks:
+            if b.rank == 0:
+                continue
+            c = coeffs[i : i + b.num_coeffs].reshape(b.out_mult, b.in_mult, b.rank)
+            i += b.num_coeffs
+            q = b.basis.to(coeffs).reshape(b.out_size, b.in_size, b.rank)
+            block = torch.einsum("abc,pqc->apbq", c, q).reshape(
+                b.out_mult * b.out_size, b.in_mult * b.in_size
+            )
+            w[
+                b.out_offset : b.out_offset + b.out_mult * b.out_size,
+                b.in_offset : b.in_offset + b.in_mult * b.in_size,
+            ] = block
+        return w
+
+    def dense(self) -> Tensor:
+        r"""The full basis ``(rep_out.size * rep_in.size, num_coeffs)`` (float64)."""
+        n_in = self.rep_in.size
+        out = torch.zeros(self.rep_out.size * n_in, self.num_coeffs, dtype=torch.float64)
+        col = 0
+        for b in self.blocks:
+            if b.rank == 0:
+                continue
+            q = b.basis.reshape(b.out_size, b.in_size, b.rank)
+            for a in range(b.out_mult):
+                rows = b.out_offset + a * b.out_size + torch.arange(b.out_size)
+                for c in range(b.in_mult):
+                    cols = b.in_offset + c * b.in_size + torch.arange(b.in_size)
+                    flat = (rows[:, None] * n_in + cols[None, :]).reshape(-1)
+                    out[flat, col : col + b.rank] = q.reshape(-1, b.rank)
+                    col += b.rank
+        return out
+
+
+def _check_pair(rep_in: Rep, rep_out: Rep) -> None:
+    for name, rep in (("rep_in", rep_in), ("rep_out", rep_out)):
+        if not isinstance(rep, Rep):
+            raise TypeError(f"{name} must be a symprior.groups.Rep, got {type(rep).__name__}")
+    if rep_in.G != rep_out.G:
+        raise ValueError(
+            f"rep_in and rep_out are representations of different groups: {rep_in.G!r} and "
+            f"{rep_out.G!r}"
+        )
+
+
+@cache
+def _blocks_cached(rep_in: Rep, rep_out: Rep) -> BlockBasis:
+    blocks = []
+    out_off = 0
+    for s, n_s in rep_out.summands():
+        in_off = 0
+        for r, m_r in rep_in.summands():
+            q = _block_basis_cached(r, s)
+            blocks.append(BasisBlock(out_off, n_s, s.size, in_off, m_r, r.size, q))
+            in_off += m_r * r.size
+        out_off += n_s * s.size
+    return BlockBasis(rep_in, rep_out, tuple(blocks))
+
+
+def equivariant_basis_blocks(rep_in: Rep, rep_out: Rep) -> BlockBasis:
+    r"""The equivariant basis of ``rep_in -> rep_out`` in block form (cached).
+
+    Examples
+    --------
+    >>> from symprior.groups import SO2, V, Scalar
+    >>> G = SO2()
+    >>> equivariant_basis_blocks(3 * V(G) + Scalar(G), 2 * V(G)).num_coeffs
+    12
+    """
+    _check_pair(rep_in, rep_out)
+    return _blocks_cached(rep_in, rep_out)
+
+
+def equivariant_basis(
+    rep_in: Rep,
+    rep_out: Rep,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""Orthonormal basis ``(rep_out.size * rep_in.size, r)`` of the equivariant maps.
+
+    Columns span :math:`\{W : \rho_{out}(g) W = W \rho_{in}(g)\ \forall g\}` with
+    :math:`\mathrm{vec}(W) = W\text{.reshape}(-1)` (row-major). Solved in float64, block by block
+    over direct sums (see module docstring), cached per ``(rep_in, rep_out)`` and returned on the
+    requested ``device`` and ``dtype``.
+
+    Examples
+    --------
+    >>> from symprior.groups import SO3, V
+    >>> G = SO3()
+    >>> equivariant_basis(V(G) * V(G), V(G)).shape  # the cross product
+    torch.Size([27, 1])
+    """
+    return equivariant_basis_blocks(rep_in, rep_out).dense().to(device=device, dtype=dtype)
