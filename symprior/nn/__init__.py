@@ -1,0 +1,22 @@
+r"""Relaxed (approximately equivariant) layers, one module per family, and the relaxation registry.
+
+Nothing here imports Pyro: every layer is a plain :class:`torch.nn.Module`.
+"""
+
+from symprior.nn._relaxation import (
+    FAMILIES,
+    RelaxedModule,
+    Relaxation,
+    equivariance_levels,
+    relaxation_parameters,
+    set_strict,
+)
+
+__all__ = [
+    "FAMILIES",
+    "RelaxedModule",
+    "Relaxation",
+    "equivariance_levels",
+    "relaxation_parameters",
+    "set_strict",
+]
