@@ -2,14 +2,16 @@ r"""Testing helpers shipped with symprior: equivariance checks with dtype-keyed 
 
 The error of ``f`` at an element ``g`` on inputs ``x`` is the relative sup-norm
 
-.. math:: e(g) = \frac{\max |f(\rho_{in}(g) x) - \rho_{out}(g) f(x)|}{\max(1, \max|\rho_{out}(g) f(x)|)}.
+.. math::
+
+    e(g) = \frac{\max |f(\rho_{in}(g) x) - \rho_{out}(g) f(x)|}
+                {\max(1, \max|\rho_{out}(g) f(x)|)}.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +29,7 @@ DEFAULT_TOLERANCES: dict[torch.dtype, float] = {
     torch.bfloat16: 5e-2,
 }
 
-Action = Union[Rep, Callable[[Tensor, Tensor], Tensor]]
+Action = Rep | Callable[[Tensor, Tensor], Tensor]
 
 
 def _as_action(action: Action, name: str) -> Callable[[Tensor, Tensor], Tensor]:

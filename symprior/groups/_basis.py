@@ -43,7 +43,9 @@ def _nullspace_dense(ops: list[tuple[Tensor, Tensor]], n_out: int, n_in: int) ->
     eye_in = torch.eye(n_in, dtype=torch.float64)
     if not ops:
         return torch.eye(n_out * n_in, dtype=torch.float64)
-    rows = [torch.kron(m_out, eye_in) - torch.kron(eye_out, m_in.T.contiguous()) for m_out, m_in in ops]
+    rows = [
+        torch.kron(m_out, eye_in) - torch.kron(eye_out, m_in.T.contiguous()) for m_out, m_in in ops
+    ]
     c = torch.cat(rows)
     _, s, vh = torch.linalg.svd(c, full_matrices=True)
     scale = max(1.0, float(s[0])) if s.numel() else 1.0
@@ -163,7 +165,9 @@ class BlockBasis:
         ``coeffs`` has shape ``(num_coeffs,)``; computed in its dtype and on its device.
         """
         if coeffs.shape != (self.num_coeffs,):
-            raise ValueError(f"coeffs must have shape ({self.num_coeffs},), got {tuple(coeffs.shape)}")
+            raise ValueError(
+                f"coeffs must have shape ({self.num_coeffs},), got {tuple(coeffs.shape)}"
+            )
         w = coeffs.new_zeros(self.rep_out.size, self.rep_in.size)
         i = 0
         for b in self.blocks:
@@ -189,14 +193,16 @@ class BlockBasis:
         for b in self.blocks:
             if b.rank == 0:
                 continue
-            q = b.basis.reshape(b.out_size, b.in_size, b.rank)
-            for a in range(b.out_mult):
-                rows = b.out_offset + a * b.out_size + torch.arange(b.out_size)
-                for c in range(b.in_mult):
-                    cols = b.in_offset + c * b.in_size + torch.arange(b.in_size)
-                    flat = (rows[:, None] * n_in + cols[None, :]).reshape(-1)
-                    out[flat, col : col + b.rank] = q.reshape(-1, b.rank)
-                    col += b.rank
+            rows = b.out_offset + torch.arange(b.out_mult * b.out_size).reshape(
+                b.out_mult, 1, -1, 1
+            )
+            cols = b.in_offset + torch.arange(b.in_mult * b.in_size).reshape(1, b.in_mult, 1, -1)
+            flat = rows * n_in + cols  # (out_mult, in_mult, out_size, in_size)
+            copies = torch.arange(b.out_mult * b.in_mult).reshape(b.out_mult, b.in_mult, 1, 1, 1)
+            target = col + copies * b.rank + torch.arange(b.rank)  # (..., 1, 1, rank)
+            q = b.basis.reshape(1, 1, b.out_size, b.in_size, b.rank)
+            out[flat[..., None], target] = q.expand(b.out_mult, b.in_mult, -1, -1, -1)
+            col += b.num_coeffs
         return out
 
 

@@ -16,7 +16,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-from symprior.groups._linalg import matrix_log, skew2, skew3, unskew3
+from symprior.groups._linalg import LogUndefinedError, matrix_log, skew3, unskew3
 
 __all__ = [
     "O2",
@@ -35,10 +35,6 @@ __all__ = [
     "Scaling",
     "Translation",
 ]
-
-
-class LogUndefinedError(ValueError):
-    r"""Raised when :meth:`Group.log` is asked for an element outside the principal domain."""
 
 
 def _as_generators(value: Tensor | None, name: str, n: int | None) -> Tensor:
@@ -137,7 +133,9 @@ class Group:
             )
         return g
 
-    def identity(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
+    def identity(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ):
         r"""The identity matrix ``(n, n)``."""
         return torch.eye(self.n, dtype=dtype, device=device)
 
@@ -167,7 +165,9 @@ class Group:
 
     def _coefficients(self, algebra: Tensor) -> Tensor:
         r"""Coordinates of Lie-algebra matrices ``(..., n, n)`` in the basis (least squares)."""
-        basis = self.lie_algebra.to(dtype=algebra.dtype, device=algebra.device).reshape(self.dim, -1)
+        basis = self.lie_algebra.to(dtype=algebra.dtype, device=algebra.device).reshape(
+            self.dim, -1
+        )
         flat = algebra.reshape(*algebra.shape[:-2], -1)
         coeffs = torch.linalg.lstsq(basis.T, flat.reshape(-1, flat.shape[-1]).T).solution.T
         coeffs = coeffs.reshape(*algebra.shape[:-2], self.dim)
@@ -211,7 +211,9 @@ class Group:
         g = self.exp(self.sample_scale * c)
         k = self.discrete_generators.shape[0]
         if k:
-            gens = torch.cat([self.identity(device=device)[None], self.discrete_generators.to(device)])
+            gens = torch.cat(
+                [self.identity(device=device)[None], self.discrete_generators.to(device)]
+            )
             for _ in range(3):
                 idx = torch.randint(0, k + 1, (num,), generator=generator, device=device)
                 g = gens[idx] @ g
@@ -305,16 +307,10 @@ def _rotation2(theta: Tensor) -> Tensor:
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
-class SO2(Group):
-    r"""Rotations of the plane, :math:`\exp(\theta J)` with :math:`J = [[0,-1],[1,0]]`.
-
-    ``log`` returns the angle in :math:`(-\pi, \pi]`; ``sample`` is Haar (uniform angle).
-    """
+class _PlanarOrthogonal(Group):
+    """Shared closed forms of SO(2) and O(2) (O(2) is not a subclass of SO(2))."""
 
     compact = True
-
-    def __init__(self) -> None:
-        self._set_generators(_J[None], None)
 
     def exp(self, coeffs: Tensor) -> Tensor:
         self.algebra_element(coeffs)  # validates the shape
@@ -330,11 +326,21 @@ class SO2(Group):
     def sample(self, num, generator=None, *, dtype=torch.float64, device=None):
         num = _check_num(num)
         device = _device_of(generator, device)
-        theta = (2 * torch.rand(num, generator=generator, dtype=torch.float64, device=device) - 1)
+        theta = 2 * torch.rand(num, generator=generator, dtype=torch.float64, device=device) - 1
         return _rotation2(math.pi * theta).to(dtype)
 
 
-class O2(SO2):
+class SO2(_PlanarOrthogonal):
+    r"""Rotations of the plane, :math:`\exp(\theta J)` with :math:`J = [[0,-1],[1,0]]`.
+
+    ``log`` returns the angle in :math:`(-\pi, \pi]`; ``sample`` is Haar (uniform angle).
+    """
+
+    def __init__(self) -> None:
+        self._set_generators(_J[None], None)
+
+
+class O2(_PlanarOrthogonal):
     r"""Rotations and reflections of the plane: SO(2) and the reflection ``diag(1, -1)``.
 
     ``log`` is defined on the rotations only; ``sample`` is Haar (a uniform rotation, reflected
@@ -360,17 +366,10 @@ class O2(SO2):
 _SO3_ALGEBRA = skew3(torch.eye(3, dtype=torch.float64))
 
 
-class SO3(Group):
-    r"""Rotations of space; Lie algebra :math:`L_x, L_y, L_z` with :math:`L_i v = e_i \times v`.
-
-    ``exp`` is Rodrigues' formula, ``log`` returns the rotation vector of angle in
-    :math:`[0, \pi]`, ``sample`` is Haar (uniform unit quaternions).
-    """
+class _SpatialOrthogonal(Group):
+    """Shared closed forms of SO(3) and O(3) (O(3) is not a subclass of SO(3))."""
 
     compact = True
-
-    def __init__(self) -> None:
-        self._set_generators(_SO3_ALGEBRA, None)
 
     def exp(self, coeffs: Tensor) -> Tensor:
         self.algebra_element(coeffs)
@@ -380,7 +379,9 @@ class SO3(Group):
         safe = torch.where(small, torch.ones_like(theta), theta)
         # Taylor series below 1e-4 keep both coefficients accurate to machine precision.
         a = torch.where(small, 1 - theta2 / 6 + theta2 * theta2 / 120, torch.sin(safe) / safe)
-        b = torch.where(small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(safe)) / safe**2)
+        b = torch.where(
+            small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(safe)) / safe**2
+        )
         k = skew3(coeffs)
         eye = torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)
         return eye + a * k + b * (k @ k)
@@ -428,7 +429,18 @@ class SO3(Group):
         return torch.stack([torch.stack(r, -1) for r in rows], -2).to(dtype)
 
 
-class O3(SO3):
+class SO3(_SpatialOrthogonal):
+    r"""Rotations of space; Lie algebra :math:`L_x, L_y, L_z` with :math:`L_i v = e_i \times v`.
+
+    ``exp`` is Rodrigues' formula, ``log`` returns the rotation vector of angle in
+    :math:`[0, \pi]`, ``sample`` is Haar (uniform unit quaternions).
+    """
+
+    def __init__(self) -> None:
+        self._set_generators(_SO3_ALGEBRA, None)
+
+
+class O3(_SpatialOrthogonal):
     r"""Rotations and the inversion :math:`-I` of space; Haar sampling, ``log`` on SO(3) only."""
 
     def __init__(self) -> None:
@@ -498,7 +510,9 @@ class SE2(Group):
         num = _check_num(num)
         device = _device_of(generator, device)
         out = torch.zeros(num, 3, 3, dtype=torch.float64, device=device)
-        theta = math.pi * (2 * torch.rand(num, generator=generator, dtype=torch.float64, device=device) - 1)
+        theta = math.pi * (
+            2 * torch.rand(num, generator=generator, dtype=torch.float64, device=device) - 1
+        )
         out[:, :2, :2] = _rotation2(theta)
         out[:, :2, 2] = self.sample_scale * torch.randn(
             num, 2, generator=generator, dtype=torch.float64, device=device
@@ -543,9 +557,10 @@ class Translation(Group):
         self.check_elements(g)
         k = self.space_dim
         eye = torch.eye(k, dtype=g.dtype, device=g.device)
-        if float((g[..., :k, :k] - eye).abs().amax()) > 1e-10 or float(
-            (g[..., k, :k]).abs().amax() if k else 0.0
-        ) > 1e-10:
+        if (
+            float((g[..., :k, :k] - eye).abs().amax()) > 1e-10
+            or float((g[..., k, :k]).abs().amax() if k else 0.0) > 1e-10
+        ):
             raise LogUndefinedError("log: the element is not a pure translation")
         return g[..., :k, k]
 
@@ -660,7 +675,11 @@ class _FiniteGroup(Group):
 
     def testing_elements(self) -> Tensor:
         els = self.elements()
-        return els if els.shape[0] <= 64 else torch.cat([els[:32], self.sample(32, torch.Generator().manual_seed(0))])
+        return (
+            els
+            if els.shape[0] <= 64
+            else torch.cat([els[:32], self.sample(32, torch.Generator().manual_seed(0))])
+        )
 
     def inverse(self, g: Tensor) -> Tensor:
         return self.check_elements(g).transpose(-1, -2)

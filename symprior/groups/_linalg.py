@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["matrix_log", "skew2", "skew3", "unskew3"]
+__all__ = ["LogUndefinedError", "matrix_log", "skew2", "skew3", "unskew3"]
+
+
+class LogUndefinedError(ValueError):
+    r"""Raised when a logarithm is asked for outside the principal domain."""
 
 
 def _sqrtm_denman_beavers(a: Tensor, iterations: int = 60) -> Tensor:
@@ -21,7 +25,7 @@ def _sqrtm_denman_beavers(a: Tensor, iterations: int = 60) -> Tensor:
         mu = det.pow(-1.0 / (2 * a.shape[-1]))[..., None, None]
         y_next = 0.5 * (mu * y + torch.linalg.inv(z) / mu)
         z_next = 0.5 * (mu * z + torch.linalg.inv(y) / mu)
-        done = bool(((y_next - y).abs().amax() <= 1e-15 * y_next.abs().amax().clamp_min(1.0)))
+        done = bool((y_next - y).abs().amax() <= 1e-15 * y_next.abs().amax().clamp_min(1.0))
         y, z = y_next, z_next
         if done:
             break
@@ -42,7 +46,7 @@ def matrix_log(a: Tensor) -> Tensor:
     eig = torch.linalg.eigvals(a)
     neg = (eig.imag.abs() <= 1e-12 * eig.abs().clamp_min(1.0)) & (eig.real <= 0)
     if bool(neg.any()):
-        raise ValueError(
+        raise LogUndefinedError(
             "matrix_log: a matrix has an eigenvalue on the closed negative real axis, so it has no "
             "real principal logarithm (it is outside the image of exp on the principal domain)"
         )

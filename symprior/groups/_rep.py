@@ -45,7 +45,7 @@ class Rep:
         raise NotImplementedError
 
     def drho(self, a: Tensor) -> Tensor:
-        r"""The Lie-algebra representation ``(..., size, size)`` of ``a`` with shape ``(..., n, n)``."""
+        r"""The Lie-algebra representation ``(..., size, size)`` of ``a`` ``(..., n, n)``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- acting
@@ -92,7 +92,7 @@ class Rep:
         return out
 
     @property
-    def T(self) -> Rep:  # noqa: N802 - the maths name
+    def T(self) -> Rep:
         r"""The dual representation :math:`\rho^*(g) = \rho(g^{-1})^\top`."""
         return DualRep(self)
 
@@ -117,7 +117,7 @@ class V(Rep):
     9
     """
 
-    def __init__(self, G: Group) -> None:  # noqa: N803 - the group is G in the maths
+    def __init__(self, G: Group) -> None:
         if not isinstance(G, Group):
             raise TypeError(f"V expects a symprior.groups.Group, got {type(G).__name__}")
         self.G = G
@@ -142,7 +142,7 @@ class V(Rep):
 class Scalar(Rep):
     r"""The trivial representation of size 1: :math:`\rho(g) = 1`, :math:`d\rho(A) = 0`."""
 
-    def __init__(self, G: Group) -> None:  # noqa: N803
+    def __init__(self, G: Group) -> None:
         if not isinstance(G, Group):
             raise TypeError(f"Scalar expects a symprior.groups.Group, got {type(G).__name__}")
         self.G = G
@@ -230,7 +230,7 @@ class DualRep(Rep):
         return -self.rep.drho(a).transpose(-1, -2)
 
     @property
-    def T(self) -> Rep:  # noqa: N802
+    def T(self) -> Rep:
         return self.rep
 
     def __repr__(self) -> str:

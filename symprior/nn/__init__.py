@@ -5,8 +5,8 @@ Nothing here imports Pyro: every layer is a plain :class:`torch.nn.Module`.
 
 from symprior.nn._relaxation import (
     FAMILIES,
-    RelaxedModule,
     Relaxation,
+    RelaxedModule,
     equivariance_levels,
     relaxation_parameters,
     set_strict,
@@ -14,8 +14,8 @@ from symprior.nn._relaxation import (
 
 __all__ = [
     "FAMILIES",
-    "RelaxedModule",
     "Relaxation",
+    "RelaxedModule",
     "equivariance_levels",
     "relaxation_parameters",
     "set_strict",

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "FAMILIES",
-    "RelaxedModule",
     "Relaxation",
+    "RelaxedModule",
     "equivariance_levels",
     "relaxation_parameters",
     "set_strict",

@@ -1,0 +1,203 @@
+import math
+
+import pytest
+import torch
+
+from symprior.groups import (
+    O2,
+    O3,
+    SL2,
+    SO2,
+    SO3,
+    Cyclic,
+    Dihedral,
+    Permutation,
+    Scalar,
+    V,
+    _basis,
+    equivariant_basis,
+    equivariant_basis_blocks,
+)
+from tests.conftest import ALL_GROUPS, DEVICES, GROUP_IDS
+
+
+def _constraint_error(q, rep_in, rep_out, G):
+    w = q.T.reshape(-1, rep_out.size, rep_in.size)
+    g = G.testing_elements()
+    lhs = rep_out.rho(g)[:, None] @ w[None]
+    rhs = w[None] @ rep_in.rho(g)[:, None]
+    return float((lhs - rhs).abs().max()) if q.numel() else 0.0
+
+
+KNOWN_DIMENSIONS = [
+    ("SO2 V->V", SO2(), lambda G: (V(G), V(G)), 2),
+    ("SO2 VxV->S", SO2(), lambda G: (V(G) * V(G), Scalar(G)), 2),
+    ("O2 VxV->S", O2(), lambda G: (V(G) * V(G), Scalar(G)), 1),
+    ("O2 V->V", O2(), lambda G: (V(G), V(G)), 1),
+    ("SO3 V->V", SO3(), lambda G: (V(G), V(G)), 1),
+    ("SO3 VxV->V (cross product)", SO3(), lambda G: (V(G) * V(G), V(G)), 1),
+    ("SO3 VxV->S", SO3(), lambda G: (V(G) * V(G), Scalar(G)), 1),
+    ("SO3 VxVxV->VxVxV", SO3(), lambda G: (V(G) ** 3, V(G) ** 3), 15),
+    ("O3 VxV->V", O3(), lambda G: (V(G) * V(G), V(G)), 0),
+    ("O3 VxV->S", O3(), lambda G: (V(G) * V(G), Scalar(G)), 1),
+    ("S3 V->V", Permutation(3), lambda G: (V(G), V(G)), 2),
+    ("S5 V->V", Permutation(5), lambda G: (V(G), V(G)), 2),
+    ("S4 VxV->S", Permutation(4), lambda G: (V(G) * V(G), Scalar(G)), 2),
+    ("S4 V->S", Permutation(4), lambda G: (V(G), Scalar(G)), 1),
+    ("C4 V->V", Cyclic(4), lambda G: (V(G), V(G)), 2),
+    ("C2 V->V", Cyclic(2), lambda G: (V(G), V(G)), 4),
+    ("D4 V->V", Dihedral(4), lambda G: (V(G), V(G)), 1),
+    ("D2 V->V", Dihedral(2), lambda G: (V(G), V(G)), 2),
+    ("D4 VxV->VxV (four 1-d irreps)", Dihedral(4), lambda G: (V(G) * V(G), V(G) * V(G)), 4),
+    ("SL2 V->V", SL2(), lambda G: (V(G), V(G)), 1),
+    ("SL2 VxV->S (area form)", SL2(), lambda G: (V(G) * V(G), Scalar(G)), 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("G", "reps", "dim"), [c[1:] for c in KNOWN_DIMENSIONS], ids=[c[0] for c in KNOWN_DIMENSIONS]
+)
+def test_known_dimensions_constraints_and_orthonormality(G, reps, dim):
+    rep_in, rep_out = reps(G)
+    q = equivariant_basis(rep_in, rep_out)
+    assert q.shape == (rep_out.size * rep_in.size, dim)
+    assert _constraint_error(q, rep_in, rep_out, G) <= 1e-10
+    assert torch.allclose(q.T @ q, torch.eye(dim, dtype=torch.float64), atol=1e-12)
+
+
+def test_cross_product_is_recovered():
+    G = SO3()
+    q = equivariant_basis(V(G) * V(G), V(G))[:, 0].reshape(3, 3, 3)
+    eps = torch.zeros(3, 3, 3, dtype=torch.float64)
+    for i, j, k in [(0, 1, 2), (1, 2, 0), (2, 0, 1)]:
+        eps[i, j, k] = eps[j, k, i] = eps[k, i, j] = 1.0
+        eps[i, k, j] = eps[k, j, i] = eps[j, i, k] = -1.0
+    # W[k, (i, j)] proportional to the Levi-Civita symbol eps_{ijk}
+    expected = eps.permute(2, 0, 1) / eps.norm()
+    assert torch.allclose(q.abs(), expected.abs(), atol=1e-12)
+    assert torch.allclose(
+        q / q.flatten()[5].sign(), expected / expected.flatten()[5].sign(), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("G", ALL_GROUPS, ids=GROUP_IDS)
+def test_every_group_mixed_rep_basis_satisfies_constraints(G):
+    rep_in = 2 * V(G) + Scalar(G)
+    rep_out = V(G) * V(G).T + Scalar(G)
+    q = equivariant_basis(rep_in, rep_out)
+    assert _constraint_error(q, rep_in, rep_out, G) <= 1e-10
+    assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("G", "rep_in", "rep_out"),
+    [
+        (
+            SO3(),
+            3 * V(SO3()) + 2 * Scalar(SO3()),
+            2 * V(SO3()) + Scalar(SO3()) + V(SO3()) * V(SO3()),
+        ),
+        (Permutation(3), V(Permutation(3)) + Scalar(Permutation(3)), 2 * V(Permutation(3))),
+        (O2(), 2 * V(O2()) + Scalar(O2()), V(O2()) * V(O2()) + Scalar(O2())),
+    ],
+    ids=["SO3", "S3", "O2"],
+)
+def test_blockwise_basis_spans_the_dense_nullspace(G, rep_in, rep_out):
+    block = equivariant_basis(rep_in, rep_out)
+    dense = _basis._nullspace_dense(_basis._generators(rep_in, rep_out), rep_out.size, rep_in.size)
+    assert block.shape == dense.shape
+    assert torch.allclose(block @ block.T, dense @ dense.T, atol=1e-10)
+
+
+def test_krylov_solver_agrees_with_dense_svd():
+    G = SO3()
+    r = V(G) ** 3
+    ops = _basis._generators(r, r)
+    dense = _basis._nullspace_dense(ops, r.size, r.size)
+    krylov = _basis._nullspace_krylov(ops, r.size, r.size)
+    assert dense.shape == krylov.shape == (729, 15)
+    assert torch.allclose(dense @ dense.T, krylov @ krylov.T, atol=1e-10)
+    # A finite group (discrete constraints only) through the same solver.
+    D = Dihedral(4)
+    r = V(D) * V(D) * V(D)
+    ops = _basis._generators(r, r)
+    dense = _basis._nullspace_dense(ops, r.size, r.size)
+    krylov = _basis._nullspace_krylov(ops, r.size, r.size)
+    assert torch.allclose(dense @ dense.T, krylov @ krylov.T, atol=1e-10)
+
+
+def test_large_single_block_uses_krylov_and_is_exact():
+    G = SO3()
+    r = V(G) ** 4  # vec(W) has 6561 entries: above the dense limit
+    assert r.size**2 > _basis.DENSE_LIMIT
+    q = equivariant_basis(r, r)
+    assert q.shape[1] == 91  # dim End(V^4) for SO(3): sum of squared multiplicities 3^2+6^2+3^2+1^2
+    assert _constraint_error(q, r, r, G) <= 1e-10
+    assert torch.allclose(q.T @ q, torch.eye(91, dtype=torch.float64), atol=1e-12)
+
+
+def _sparse_kron(a, b):
+    ia, ja = a.nonzero(as_tuple=True)
+    ib, jb = b.nonzero(as_tuple=True)
+    rows = (ia[:, None] * b.shape[0] + ib[None, :]).reshape(-1)
+    cols = (ja[:, None] * b.shape[1] + jb[None, :]).reshape(-1)
+    vals = (a[ia, ja][:, None] * b[ib, jb][None, :]).reshape(-1)
+    shape = (a.shape[0] * b.shape[0], a.shape[1] * b.shape[1])
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, check_invariants=True)
+
+
+def test_wide_blockwise_basis_equals_group_average_projector():
+    """50V+20S -> 30V+10S for SO(2), against the dense projector onto the equivariant maps.
+
+    For representations whose frequencies are at most 2, averaging over the 5 rotations of C_5 is
+    the exact Haar average, so P = (1/5) sum_g rho_out(g) (x) rho_in(g^-1)^T is the orthogonal
+    projector onto Hom_G (the dense solution); the block basis Q spans its range iff P Q = Q and
+    trace P = rank Q. Both products use the sparsity of the Kronecker factors only for speed.
+    """
+    G = SO2()
+    rep_in = 50 * V(G) + 20 * Scalar(G)
+    rep_out = 30 * V(G) + 10 * Scalar(G)
+    q = equivariant_basis_blocks(rep_in, rep_out).dense()
+    assert q.shape == (rep_out.size * rep_in.size, 50 * 30 * 2 + 20 * 10)
+    q_sparse = q.to_sparse()  # exact conversion of a dense tensor
+    gram = torch.sparse.mm(q_sparse.t(), q)
+    assert torch.allclose(gram, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-12)
+    els = SO2().exp(2 * math.pi * torch.arange(5, dtype=torch.float64)[:, None] / 5)
+    pq = torch.zeros_like(q)
+    trace = 0.0
+    for g in els:
+        ro, ri = rep_out.rho(g), rep_in.rho(g)
+        # vec(rho_out W rho_in^-1) = (rho_out (x) rho_in) vec(W) for orthogonal rho_in
+        pq += torch.sparse.mm(_sparse_kron(ro, ri), q) / 5
+        trace += float(torch.trace(ro) * torch.trace(ri)) / 5
+    assert torch.allclose(pq, q, atol=1e-12)
+    assert round(trace) == q.shape[1]
+
+
+def test_block_weight_matches_dense_basis():
+    G = SO3()
+    rep_in, rep_out = 2 * V(G) + Scalar(G), V(G) + 2 * Scalar(G) + V(G) * V(G)
+    blocks = equivariant_basis_blocks(rep_in, rep_out)
+    c = torch.randn(
+        blocks.num_coeffs, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    expected = (blocks.dense() @ c).reshape(rep_out.size, rep_in.size)
+    assert torch.allclose(blocks.weight(c), expected, atol=1e-13)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cached_and_returned_on_requested_device_and_dtype(device):
+    G = SO3()
+    before = _basis._blocks_cached.cache_info().hits
+    a = equivariant_basis(V(G) * V(G), V(G), dtype=torch.float32, device=device)
+    b = equivariant_basis(V(G) * V(G), V(G))
+    assert _basis._blocks_cached.cache_info().hits >= before + 1
+    assert a.dtype == torch.float32 and a.device.type == device
+    assert torch.allclose(a.cpu().double(), b, atol=1e-7)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="different groups"):
+        equivariant_basis(V(SO2()), V(SO3()))
+    with pytest.raises(TypeError, match="rep_in"):
+        equivariant_basis("V", V(SO3()))  # type: ignore[arg-type]
