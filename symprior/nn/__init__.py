@@ -11,12 +11,40 @@ from symprior.nn._relaxation import (
     relaxation_parameters,
     set_strict,
 )
+from symprior.nn.lie_algebra import LieAlgebraConv
+from symprior.nn.remul import (
+    GradNorm,
+    RemulLoss,
+    augmentation_loss,
+    equivariance_loss,
+    equivariance_pairs,
+    remul_objective,
+)
+from symprior.nn.rpp import (
+    RPPMLP,
+    EquivariantLinear,
+    GatedNonlinearity,
+    RPPLinear,
+    hidden_rep,
+)
 
 __all__ = [
     "FAMILIES",
+    "RPPMLP",
+    "EquivariantLinear",
+    "GatedNonlinearity",
+    "GradNorm",
+    "LieAlgebraConv",
+    "RPPLinear",
     "Relaxation",
     "RelaxedModule",
+    "RemulLoss",
+    "augmentation_loss",
     "equivariance_levels",
+    "equivariance_loss",
+    "equivariance_pairs",
+    "hidden_rep",
     "relaxation_parameters",
+    "remul_objective",
     "set_strict",
 ]

@@ -1,0 +1,230 @@
+r"""Prior specifications over relaxation parameters, and hierarchical hyperparameters.
+
+A *prior spec* is one of
+
+* a Pyro distribution — a scalar distribution is expanded to the parameter's shape, any other must
+  have ``batch_shape + event_shape`` equal to it;
+* a :class:`Prior` object (the families' defaults: ``ResidualPrior``, ``FrequencyPrior``, ...);
+* a callable ``(name, shape) -> Distribution``.
+
+A scale, ``lam`` or precision of a prior object is a positive number or a Pyro distribution; a
+distribution makes a hyperparameter *sample site* (a hierarchical prior), shared by every parameter
+the prior object is used for (``shared=True``, site ``"<site_name>"``) or one per parameter
+(``shared=False``, site ``"<parameter>.<site_name>"``).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin as PyroDistribution
+from torch import Tensor
+
+from symprior.nn import Relaxation
+
+__all__ = ["DistributionPrior", "Hyperparameter", "Prior", "PriorSpec", "as_prior", "expand_to"]
+
+#: One sample per hyperparameter site and model call; SymmetryModel passes a fresh dict per call.
+HyperCache = dict[str, Tensor]
+
+
+class Hyperparameter:
+    r"""A positive hyperparameter: a fixed number or a distribution (then a sample site).
+
+    Parameters
+    ----------
+    value : float or pyro.distributions.Distribution
+    name : str
+        What it is (``"scale"``, ``"lam"``, ...), used in error messages and site names.
+    shared : bool
+        One site for every parameter using it (``True``) or one site per parameter.
+    site_name : str, optional
+        Name of the shared site; defaults to ``name``.
+    """
+
+    def __init__(
+        self, value: Any, name: str, *, shared: bool = True, site_name: str | None = None
+    ) -> None:
+        if isinstance(value, PyroDistribution):
+            if value.batch_shape != () or value.event_shape != ():
+                raise ValueError(f"{name}: a hyperprior must be a scalar distribution")
+            support = value.support
+            if support is None or support.is_discrete or bool(support.check(torch.tensor(-1.0))):
+                raise ValueError(
+                    f"{name}: a hyperprior must have positive support (e.g. Gamma, LogNormal, "
+                    f"HalfNormal), got {type(value).__name__} with support {support}"
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(
+                f"{name} must be a positive number or a pyro distribution, got "
+                f"{type(value).__name__}"
+            )
+        elif not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.value = value
+        self.name = name
+        self.shared = shared
+        self.site_name = site_name or name
+
+    @property
+    def is_random(self) -> bool:
+        return isinstance(self.value, PyroDistribution)
+
+    def site(self, param_name: str) -> str:
+        r"""The sample-site name used for the parameter ``param_name``."""
+        return self.site_name if self.shared else f"{param_name}.{self.site_name}"
+
+    def resolve(
+        self, param_name: str, cache: HyperCache | None, *, dtype: torch.dtype, device: torch.device
+    ) -> Tensor:
+        r"""The value as a tensor; samples the site (once per model call) when random."""
+        if not isinstance(self.value, PyroDistribution):
+            return torch.tensor(float(self.value), dtype=dtype, device=device)
+        site = self.site(param_name)
+        if cache is not None and site in cache:
+            return cache[site]
+        value = pyro.sample(site, _on(self.value, dtype, device))
+        if cache is not None:
+            cache[site] = value
+        return value
+
+    def __repr__(self) -> str:
+        return f"{self.name}={self.value!r}"
+
+
+def _on(d: PyroDistribution, dtype: torch.dtype, device: torch.device) -> PyroDistribution:
+    """Move a distribution's tensor parameters to ``dtype``/``device`` (Pyro has no ``.to``)."""
+    params = {}
+    for key in d.arg_constraints:
+        value = getattr(d, key, None)
+        if isinstance(value, Tensor):
+            params[key] = value.to(dtype=dtype, device=device)
+    if not params:
+        return d
+    cls: Any = type(d)
+    try:
+        return cls(**params)
+    except TypeError:
+        return d
+
+
+def expand_to(d: PyroDistribution, shape: torch.Size, name: str) -> PyroDistribution:
+    r"""Expand a distribution to a parameter of ``shape`` with all dims as event dims."""
+    full = tuple(d.batch_shape) + tuple(d.event_shape)
+    if full == ():
+        return d.expand(shape).to_event(len(shape)) if len(shape) else d
+    if full != tuple(shape):
+        raise ValueError(
+            f"the prior for {name!r} has shape {full}, but the parameter has shape {tuple(shape)}"
+        )
+    return d.to_event(len(d.batch_shape)) if len(d.batch_shape) else d
+
+
+class Prior(abc.ABC):
+    r"""A prior over a relaxation parameter (or any parameter), possibly hierarchical."""
+
+    @abc.abstractmethod
+    def distribution(
+        self,
+        name: str,
+        param: Tensor,
+        relaxation: Relaxation | None = None,
+        cache: HyperCache | None = None,
+    ) -> PyroDistribution:
+        r"""The prior of parameter ``name`` (shape, dtype and device of ``param``).
+
+        Random hyperparameters are sampled here (inside the model), at most once per ``cache``.
+        """
+
+    def hyperparameters(self) -> tuple[Hyperparameter, ...]:
+        r"""The hyperparameters, fixed or random."""
+        return ()
+
+
+class DistributionPrior(Prior):
+    r"""A fixed Pyro distribution used as a prior (scalar ones are expanded to the shape)."""
+
+    def __init__(self, d: PyroDistribution) -> None:
+        if not isinstance(d, PyroDistribution):
+            raise TypeError(f"expected a pyro distribution, got {type(d).__name__}")
+        self.d = d
+
+    def distribution(self, name, param, relaxation=None, cache=None):
+        return expand_to(_on(self.d, param.dtype, param.device), param.shape, name)
+
+    def __repr__(self) -> str:
+        return f"DistributionPrior({self.d!r})"
+
+
+class CallablePrior(Prior):
+    r"""A prior given by ``callable(name, shape) -> Distribution``."""
+
+    def __init__(self, fn: Callable[[str, torch.Size], PyroDistribution]) -> None:
+        self.fn = fn
+
+    def distribution(self, name, param, relaxation=None, cache=None):
+        d = self.fn(name, param.shape)
+        if not isinstance(d, PyroDistribution):
+            raise TypeError(
+                f"the prior callable for {name!r} must return a pyro distribution, got "
+                f"{type(d).__name__}"
+            )
+        return expand_to(d, param.shape, name)
+
+
+PriorSpec = PyroDistribution | Prior | Callable[[str, torch.Size], PyroDistribution]
+
+
+def as_prior(spec: PriorSpec, what: str = "prior") -> Prior:
+    r"""Turn a prior spec into a :class:`Prior`."""
+    if isinstance(spec, Prior):
+        return spec
+    if isinstance(spec, PyroDistribution):
+        return DistributionPrior(spec)
+    if callable(spec):
+        return CallablePrior(spec)
+    raise TypeError(
+        f"{what} must be a pyro distribution, a symprior Prior or a callable (name, shape) -> "
+        f"Distribution, got {type(spec).__name__}"
+    )
+
+
+class NormalPrior(Prior):
+    r"""Shared machinery of the Gaussian priors :math:`N(\mathrm{loc}, \mathrm{scale}^2 I)`.
+
+    ``loc`` defaults to the relaxation's strict value (zero for residuals and frequencies), so
+    every Gaussian prior is centred on exact equivariance unless told otherwise.
+    """
+
+    def __init__(self, scale: Hyperparameter, loc: float | None = None) -> None:
+        if loc is not None and (isinstance(loc, bool) or not isinstance(loc, int | float)):
+            raise TypeError(f"loc must be a number or None, got {type(loc).__name__}")
+        self.scale = scale
+        self.loc_value = loc
+
+    def hyperparameters(self) -> tuple[Hyperparameter, ...]:
+        return (self.scale,)
+
+    def loc(self, param: Tensor, relaxation: Relaxation | None) -> Tensor:
+        r"""The centre: ``loc`` if given, else the strict value (else 0), shaped like ``param``."""
+        if self.loc_value is not None:
+            return param.new_full(param.shape, float(self.loc_value))
+        strict = 0.0 if relaxation is None else relaxation.strict_value
+        if isinstance(strict, Tensor):
+            return strict.to(param).expand(param.shape)
+        return param.new_full(param.shape, float(strict))
+
+    def distribution(self, name, param, relaxation=None, cache=None):
+        scale = self.scale.resolve(name, cache, dtype=param.dtype, device=param.device)
+        base = dist.Normal(self.loc(param, relaxation), scale.expand(param.shape))
+        return base.to_event(param.ndim) if param.ndim else base
+
+    def __repr__(self) -> str:
+        loc = "" if self.loc_value is None else f"loc={self.loc_value}, "
+        return f"{type(self).__name__}({loc}{self.scale!r})"
