@@ -12,6 +12,16 @@ from symprior.nn._relaxation import (
     set_strict,
 )
 from symprior.nn.lie_algebra import LieAlgebraConv
+from symprior.nn.power import (
+    IMAGE_GENERATOR_KINDS,
+    ImageGenerator,
+    PowerBlock,
+    PowerLayer,
+    PowerNet,
+    affine_generators,
+    image_generators,
+    shannon_whittaker_derivative,
+)
 from symprior.nn.remul import (
     GradNorm,
     RemulLoss,
@@ -30,21 +40,29 @@ from symprior.nn.rpp import (
 
 __all__ = [
     "FAMILIES",
+    "IMAGE_GENERATOR_KINDS",
     "RPPMLP",
     "EquivariantLinear",
     "GatedNonlinearity",
     "GradNorm",
+    "ImageGenerator",
     "LieAlgebraConv",
+    "PowerBlock",
+    "PowerLayer",
+    "PowerNet",
     "RPPLinear",
     "Relaxation",
     "RelaxedModule",
     "RemulLoss",
+    "affine_generators",
     "augmentation_loss",
     "equivariance_levels",
     "equivariance_loss",
     "equivariance_pairs",
     "hidden_rep",
+    "image_generators",
     "relaxation_parameters",
     "remul_objective",
     "set_strict",
+    "shannon_whittaker_derivative",
 ]

@@ -1,0 +1,1206 @@
+r"""PowerNet: truncated matrix power series as quasi-equivariant layers (paper 003).
+
+A :class:`PowerLayer` parameterises its weight matrix as a truncated Laurent polynomial of base
+matrices (003 sec. 3.1-3.2, 3.4),
+
+.. math::
+
+    y^{(o)} = \sum_{c} \sum_{i_1, \dots, i_m = -K}^{K} \theta^{(o, c)}_{i_1 \dots i_m}
+        A_1^{i_1 D} A_2^{i_2 D} \cdots A_m^{i_m D} \, x^{(c)} + b^{(o)},
+    \qquad A_k = \exp(t_k G_k),
+
+with dilation :math:`D`, Lie-algebra generators :math:`G_k` and magnitudes :math:`t_k`. The
+magnitudes are the relaxation parameters (family ``"power"``, role ``"magnitude"``): 003 keeps
+the group structure and lets the transformation magnitudes become distributions.
+
+Generators of image transformations come from the Shannon-Whittaker derivative operator
+(003 eq. 1, :func:`shannon_whittaker_derivative`) combined by Kronecker products
+(003 sec. 3.3, eq. 2, :func:`image_generators`). Pixel coordinates follow
+:func:`symprior.groups.image_coordinates`: pixel ``(row, col)`` of an ``H x W`` image sits at
+:math:`x = \mathrm{col} - (W-1)/2`, :math:`y = (H-1)/2 - \mathrm{row}`, and images are flattened
+row-major (index ``row * W + col``).
+
+A generator :math:`G` acts on functions as a vector field :math:`v \cdot \nabla`, so
+:math:`(\exp(sG) f)(p) = f(\phi_s(p))` where :math:`\phi_s` is the flow of :math:`v`: for the
+shift :math:`\partial_x`, :math:`\exp(\partial_x)` moves the content one pixel to the *left*,
+i.e. it is ``transform_image(f, T)`` with ``T`` the translation by ``(-1, 0)``. Equivariance
+statements are unaffected (the one-parameter group contains both directions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from symprior.groups import image_coordinates
+from symprior.nn._relaxation import Relaxation, RelaxedModule
+
+__all__ = [
+    "IMAGE_GENERATOR_KINDS",
+    "ImageGenerator",
+    "PowerBlock",
+    "PowerLayer",
+    "PowerNet",
+    "affine_generators",
+    "image_generators",
+    "shannon_whittaker_derivative",
+]
+
+
+# ----------------------------------------------------------------------------- generators
+def _check_size(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def shannon_whittaker_derivative(
+    n: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""The derivative operator of the periodic Shannon-Whittaker interpolation (003 eq. 1).
+
+    A periodic signal with samples :math:`I(0), \dots, I(n-1)` is interpolated as
+    :math:`I(r) = \sum_b I(b) Q(r - b)` with
+
+    .. math:: Q(r) = \frac{1}{n}\Big[1 + 2 \sum_{p=1}^{\lfloor (n-1)/2 \rfloor}
+              \cos\frac{2\pi p r}{n}\Big],
+
+    and the operator is :math:`D_{ab} = Q'(a - b)`, so :math:`(DI)_a = I'(a)`. For even ``n`` the
+    sum stops at :math:`n/2 - 1` as in 003 eq. 1; for odd ``n`` it runs to :math:`(n-1)/2`, the
+    whole band (003 writes the even-``n`` bound for both). ``D`` is a real antisymmetric
+    circulant matrix and :math:`\exp(tD)` shifts band-limited signals by ``t`` samples:
+    :math:`(\exp(tD) I)_a = I(a + t)`.
+
+    * Odd ``n``: :math:`\exp(D)` is exactly the cyclic shift :math:`S`, :math:`(SI)_a = I_{a+1}`.
+    * Even ``n``: the Nyquist mode :math:`v_a = (-1)^a` lies in the kernel of ``D`` (the Nyquist
+      cosine has zero derivative at the samples), so :math:`\exp(D) = S + \tfrac{2}{n} v v^T`: it
+      shifts every other Fourier mode and leaves the alternating pattern unchanged. No real
+      matrix has :math:`S` as exponential for even ``n`` (the eigenvalue :math:`-1` is simple), so
+      this is the best a real generator can do; prefer odd image sizes when integer shifts must be
+      exact pixel shifts.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples, ``>= 1``.
+    dtype, device
+        Of the result (computed in float64).
+
+    Returns
+    -------
+    Tensor
+        ``(n, n)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = shannon_whittaker_derivative(5)
+    >>> shift = torch.linalg.matrix_exp(d)
+    >>> torch.allclose(shift, torch.roll(torch.eye(5, dtype=d.dtype), -1, dims=0), atol=1e-12)
+    True
+    """
+    n = _check_size(n, "n")
+    bands = torch.arange(1, (n - 1) // 2 + 1, dtype=torch.float64)
+    r = torch.arange(n, dtype=torch.float64)
+    # Q'(r) = -(4 pi / n^2) sum_p p sin(2 pi p r / n); circulant, so one row of values suffices.
+    values = -(4 * math.pi / n**2) * (bands * torch.sin(2 * math.pi * r[:, None] * bands / n)).sum(
+        -1
+    )
+    idx = torch.arange(n)
+    matrix = values[(idx[:, None] - idx[None, :]) % n]
+    return matrix.to(dtype=dtype, device=device)
+
+
+class ImageGenerator:
+    r"""A generator acting on flattened ``height x width`` images (003 sec. 3.3).
+
+    Either a Kronecker sum :math:`G = R \otimes I_W + I_H \otimes C` of a row factor ``R``
+    ``(H, H)`` and a column factor ``C`` ``(W, W)`` (either may be absent), or a dense matrix
+    ``(H W, H W)``. A Kronecker sum exponentiates factor-wise,
+    :math:`\exp(tG) = \exp(tR) \otimes \exp(tC)`, so :class:`PowerLayer` applies it as two 1-D
+    operators along the image axes instead of one ``(HW, HW)`` matrix.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size.
+    row : Tensor, optional
+        ``(height, height)``, acting along the rows (the ``y`` axis).
+    col : Tensor, optional
+        ``(width, width)``, acting along the columns (the ``x`` axis).
+    dense : Tensor, optional
+        ``(height * width, height * width)``; excludes ``row`` and ``col``.
+    name : str
+        A label, e.g. ``"d/dx"``.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        *,
+        row: Tensor | None = None,
+        col: Tensor | None = None,
+        dense: Tensor | None = None,
+        name: str = "generator",
+    ) -> None:
+        self.height = _check_size(height, "height")
+        self.width = _check_size(width, "width")
+        if dense is not None and (row is not None or col is not None):
+            raise ValueError("give either dense or row/col factors, not both")
+        if dense is None and row is None and col is None:
+            raise ValueError("an ImageGenerator needs row, col or dense")
+        self.row = self._matrix(row, self.height, "row")
+        self.col = self._matrix(col, self.width, "col")
+        self.dense = self._matrix(dense, self.height * self.width, "dense")
+        self.name = str(name)
+
+    @staticmethod
+    def _matrix(value: Tensor | None, size: int, name: str) -> Tensor | None:
+        if value is None:
+            return None
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.shape != (size, size):
+            raise ValueError(f"{name} must have shape ({size}, {size}), got {tuple(value.shape)}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite")
+        return value.detach().to(dtype=torch.float64, device="cpu")
+
+    @property
+    def separable(self) -> bool:
+        """Whether the generator is a Kronecker sum (no dense part)."""
+        return self.dense is None
+
+    def matrix(self) -> Tensor:
+        r"""The dense generator ``(H W, H W)`` in float64 (row-major flattening)."""
+        if self.dense is not None:
+            return self.dense
+        h, w = self.height, self.width
+        out = torch.zeros(h * w, h * w, dtype=torch.float64)
+        if self.row is not None:
+            out = out + torch.kron(self.row, torch.eye(w, dtype=torch.float64))
+        if self.col is not None:
+            out = out + torch.kron(torch.eye(h, dtype=torch.float64), self.col)
+        return out
+
+    def __repr__(self) -> str:
+        kind = "kronecker-sum" if self.separable else "dense"
+        return f"ImageGenerator({self.name!r}, {self.height}x{self.width}, {kind})"
+
+
+#: The kinds understood by :func:`image_generators`.
+IMAGE_GENERATOR_KINDS = ("shift_x", "shift_y", "translation", "rotation", "scaling", "affine")
+
+
+def image_generators(height: int, width: int, kind: str) -> list[ImageGenerator]:
+    r"""Generators of planar transformations on flattened ``height x width`` images (003 eq. 2).
+
+    With :math:`D_n` the Shannon-Whittaker derivative (:func:`shannon_whittaker_derivative`),
+    :math:`X = \mathrm{diag}(x)` and :math:`Y = \mathrm{diag}(y)` the pixel coordinates of
+    :func:`symprior.groups.image_coordinates` (``y`` points up, so
+    :math:`\partial_y = -\partial_{\mathrm{row}}`):
+
+    ==============  =================================================  ===============
+    operator        matrix                                             structure
+    ==============  =================================================  ===============
+    ∂x              :math:`I_H \otimes D_W`                            Kronecker sum
+    x∂x             :math:`I_H \otimes X D_W`                          Kronecker sum
+    y∂x             :math:`Y \otimes D_W`                              dense
+    ∂y              :math:`-D_H \otimes I_W`                           Kronecker sum
+    x∂y             :math:`-D_H \otimes X`                             dense
+    y∂y             :math:`-Y D_H \otimes I_W`                         Kronecker sum
+    ==============  =================================================  ===============
+
+    Parameters
+    ----------
+    height, width : int
+        Image size.
+    kind : str
+        ``"shift_x"`` ([∂x]), ``"shift_y"`` ([∂y]), ``"translation"`` ([∂x, ∂y]),
+        ``"rotation"`` ([x∂y - y∂x]), ``"scaling"`` ([x∂x + y∂y]) or ``"affine"`` (the six
+        generators of 003 eq. 2 in the order ∂x, x∂x, y∂x, ∂y, x∂y, y∂y, as in
+        :class:`symprior.groups.Affine2`).
+
+    Returns
+    -------
+    list of ImageGenerator
+
+    Examples
+    --------
+    >>> [g.name for g in image_generators(5, 5, "translation")]
+    ['d/dx', 'd/dy']
+    """
+    h, w = _check_size(height, "height"), _check_size(width, "width")
+    if not isinstance(kind, str) or kind not in IMAGE_GENERATOR_KINDS:
+        raise ValueError(f"kind must be one of {IMAGE_GENERATOR_KINDS}, got {kind!r}")
+    d_col = shannon_whittaker_derivative(w)
+    d_row = -shannon_whittaker_derivative(h)  # d/dy = -d/drow
+    coords = image_coordinates(h, w)
+    x = torch.diag(coords[0, :, 0])
+    y = torch.diag(coords[:, 0, 1])
+
+    def kron_sum(name: str, row: Tensor | None = None, col: Tensor | None = None) -> ImageGenerator:
+        return ImageGenerator(h, w, row=row, col=col, name=name)
+
+    def dense(name: str, matrix: Tensor) -> ImageGenerator:
+        return ImageGenerator(h, w, dense=matrix, name=name)
+
+    if kind == "shift_x":
+        return [kron_sum("d/dx", col=d_col)]
+    if kind == "shift_y":
+        return [kron_sum("d/dy", row=d_row)]
+    if kind == "translation":
+        return [kron_sum("d/dx", col=d_col), kron_sum("d/dy", row=d_row)]
+    if kind == "rotation":
+        matrix = torch.kron(d_row, x) - torch.kron(y, d_col)
+        return [dense("x d/dy - y d/dx", matrix)]
+    if kind == "scaling":
+        return [kron_sum("x d/dx + y d/dy", row=y @ d_row, col=x @ d_col)]
+    return [
+        kron_sum("d/dx", col=d_col),
+        kron_sum("x d/dx", col=x @ d_col),
+        dense("y d/dx", torch.kron(y, d_col)),
+        kron_sum("d/dy", row=d_row),
+        dense("x d/dy", torch.kron(d_row, x)),
+        kron_sum("y d/dy", row=y @ d_row),
+    ]
+
+
+def affine_generators(height: int, width: int) -> list[ImageGenerator]:
+    r"""The six affine generators of 003 eq. 2: ``image_generators(height, width, "affine")``."""
+    return image_generators(height, width, "affine")
+
+
+# ----------------------------------------------------------------------------- PowerLayer
+GeneratorsLike = ImageGenerator | Tensor | Sequence[ImageGenerator | Tensor]
+
+
+def _as_generators(
+    base_generators: GeneratorsLike,
+) -> tuple[list[ImageGenerator] | None, list[Tensor]]:
+    """Image generators (or None for plain vectors) and the dense float64 matrices."""
+    items: list[ImageGenerator | Tensor]
+    if isinstance(base_generators, ImageGenerator):
+        items = [base_generators]
+    elif isinstance(base_generators, Tensor):
+        if base_generators.ndim == 2:
+            items = [base_generators]
+        elif base_generators.ndim == 3:
+            items = list(base_generators)
+        else:
+            raise ValueError(
+                "base_generators must be a (d, d) or (m, d, d) tensor, got shape "
+                f"{tuple(base_generators.shape)}"
+            )
+    elif isinstance(base_generators, Sequence) and not isinstance(base_generators, str):
+        items = list(base_generators)
+    else:
+        raise TypeError(
+            "base_generators must be a Tensor, an ImageGenerator or a sequence of them, got "
+            f"{type(base_generators).__name__}"
+        )
+    if not items:
+        raise ValueError("base_generators must not be empty")
+    for k, item in enumerate(items):
+        if isinstance(item, ImageGenerator):
+            continue
+        if not isinstance(item, Tensor):
+            raise TypeError(
+                f"base_generators[{k}] must be a Tensor or an ImageGenerator, "
+                f"got {type(item).__name__}"
+            )
+        if item.ndim != 2 or item.shape[0] != item.shape[1]:
+            raise ValueError(
+                f"base_generators[{k}] must be a square matrix, got shape {tuple(item.shape)}"
+            )
+        if not bool(torch.isfinite(item).all()):
+            raise ValueError(f"base_generators[{k}] must be finite")
+    images = [g for g in items if isinstance(g, ImageGenerator)]
+    if not images:
+        mats = [
+            g.detach().to(dtype=torch.float64, device="cpu") for g in items if isinstance(g, Tensor)
+        ]
+        if len({m.shape[0] for m in mats}) != 1:
+            raise ValueError(
+                f"base_generators must all have the same size, got {[m.shape[0] for m in mats]}"
+            )
+        return None, mats
+    shape = (images[0].height, images[0].width)
+    gens: list[ImageGenerator] = []
+    for k, item in enumerate(items):
+        if isinstance(item, ImageGenerator):
+            if (item.height, item.width) != shape:
+                raise ValueError(
+                    f"base_generators[{k}] acts on {item.height}x{item.width} images, "
+                    f"base_generators[0] on {shape[0]}x{shape[1]}"
+                )
+            gens.append(item)
+        else:
+            gens.append(ImageGenerator(shape[0], shape[1], dense=item, name=f"dense[{k}]"))
+    return gens, [g.matrix() for g in gens]
+
+
+def _as_powers(powers: int | Sequence[int], m: int) -> list[int]:
+    values = [powers] if isinstance(powers, int) else powers
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise TypeError(f"powers must be an int or a sequence of ints, got {type(powers).__name__}")
+    out = []
+    for p in values:
+        if isinstance(p, bool) or not isinstance(p, int):
+            raise TypeError(f"powers must be ints, got {type(p).__name__}")
+        if p < 0:
+            raise ValueError(f"powers must be >= 0 (powers -K..K), got {p}")
+        out.append(p)
+    if len(out) == 1:
+        out = out * m
+    if len(out) != m:
+        raise ValueError(f"powers must be one int or one per generator ({m}), got {len(out)}")
+    return out
+
+
+def _as_magnitudes(magnitudes: float | Sequence[float] | Tensor, m: int) -> Tensor:
+    if isinstance(magnitudes, bool):
+        raise TypeError("magnitudes must be a float, a sequence of floats or a Tensor")
+    try:
+        value = torch.as_tensor(magnitudes, dtype=torch.float64).detach().cpu().clone()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"magnitudes must be a float, a sequence of floats or a Tensor, got {magnitudes!r}"
+        ) from err
+    if value.ndim == 0:
+        value = value.expand(m).clone()
+    if value.shape != (m,):
+        raise ValueError(
+            f"magnitudes must be a scalar or have shape ({m},), got {tuple(value.shape)}"
+        )
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError("magnitudes must be finite")
+    return value
+
+
+def _exponent_table(
+    members: Sequence[int], powers: Sequence[int], dilation: int
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Per exponential: its generator (index into ``members``) and the power i * D."""
+    owner, scale, sizes = [], [], []
+    for position, k in enumerate(members):
+        ks = range(-powers[k], powers[k] + 1)
+        owner += [position] * len(ks)
+        scale += [float(i * dilation) for i in ks]
+        sizes.append(len(ks))
+    return (
+        torch.tensor(owner, dtype=torch.long),
+        torch.tensor(scale, dtype=torch.float64),
+        sizes,
+    )
+
+
+class _ScaledExp(torch.autograd.Function):
+    r"""``exp(c_j G_j)`` for scalars ``c`` ``(T,)`` and constant generators ``G`` ``(T, d, d)``.
+
+    The derivative is closed form, :math:`\partial_c \exp(cG) = G \exp(cG)` (``G`` commutes with
+    its exponential), which is one matrix product instead of the backward of
+    ``torch.linalg.matrix_exp`` (an exponential of a ``2d x 2d`` block matrix). The backward is
+    written with differentiable operations, so second derivatives (Laplace) are exact too.
+    """
+
+    @staticmethod
+    def forward(coeff: Tensor, generators: Tensor) -> Tensor:
+        return torch.linalg.matrix_exp(coeff[:, None, None] * generators)
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor, Tensor], output: Tensor
+    ) -> None:
+        ctx.save_for_backward(inputs[1], output)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        generators, output = ctx.saved_tensors  # type: ignore[attr-defined]
+        return ((generators @ output) * grad).sum((-2, -1)), None
+
+
+def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Real matrices of the 2-D DFT of real ``(H, W)`` images, float64.
+
+    With ``Wf = W // 2 + 1``, ``l`` a column frequency, ``k`` a row frequency and ``p, q`` the
+    real/imaginary part:
+
+    * ``dft_w`` ``((l, p), W)``: the first ``Wf`` DFT coefficients of a row,
+      :math:`\sum_w x_w e^{-2\pi i wl/W}`;
+    * ``dft_h`` ``((k, q), (p, h))``: the complex DFT along a column;
+    * ``idft_h`` ``((p, h), (k, q))``: its inverse (with the factor :math:`1/H`);
+    * ``idft_w`` ``(W, (l, p))``: the inverse of ``dft_w`` on Hermitian spectra, as ``irfft``
+      (imaginary parts of the constant and Nyquist terms are ignored).
+    """
+    rows = torch.arange(height, dtype=torch.float64)
+    cols = torch.arange(width, dtype=torch.float64)
+    half = width // 2 + 1
+    freqs = torch.arange(half, dtype=torch.float64)
+    # Reduce the phase index modulo n before scaling, for exact angles.
+    angle_w = 2 * math.pi * ((freqs[:, None] * cols[None, :]) % width) / width  # (l, w)
+    dft_w = torch.stack([torch.cos(angle_w), -torch.sin(angle_w)], 1).reshape(2 * half, width)
+    weight = torch.full((half, 1), 2.0 / width, dtype=torch.float64)
+    weight[0] = 1.0 / width
+    if width % 2 == 0 and half > 1:
+        weight[-1] = 1.0 / width
+    idft_w = torch.stack([weight * torch.cos(angle_w), -weight * torch.sin(angle_w)], 1)
+    idft_w = idft_w.reshape(2 * half, width).T
+    angle_h = 2 * math.pi * ((rows[:, None] * rows[None, :]) % height) / height  # (k, h)
+    cos, sin = torch.cos(angle_h), torch.sin(angle_h)
+    # e^{-ia}(re + i im) = (cos re + sin im) + i(cos im - sin re): rows (k, q), columns (p, h).
+    dft_h = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    # e^{+ia}(re + i im) / H = (cos re - sin im) + i(sin re + cos im): rows (p, h), cols (k, q).
+    cos_t, sin_t = cos.T / height, sin.T / height
+    idft_h = torch.stack([torch.stack([cos_t, -sin_t], -1), torch.stack([sin_t, cos_t], -1)], 0)
+    size = 2 * height
+    return dft_w, dft_h.reshape(size, size), idft_h.reshape(size, size), idft_w
+
+
+def _is_circulant(matrix: Tensor) -> bool:
+    scale = max(float(matrix.abs().amax()), 1e-300)
+    shifted = torch.roll(matrix, shifts=(1, 1), dims=(0, 1))
+    return bool((matrix - shifted).abs().amax() <= 1e-12 * scale)
+
+
+def _is_antisymmetric(matrices: Tensor) -> bool:
+    scale = max(float(matrices.abs().amax()), 1e-300)
+    return bool((matrices + matrices.mT).abs().amax() <= 1e-12 * scale)
+
+
+def _cast(op: Tensor, dtype: torch.dtype) -> Tensor:
+    """Real operators to ``dtype``, complex ones to its complex counterpart."""
+    if op.is_complex():
+        return op.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+    return op.to(dtype)
+
+
+def _products(blocks: Sequence[Tensor]) -> Tensor:
+    r"""All ordered products ``B1[i1] @ B2[i2] @ ...``, ``(prod n_k, d, d)``, row-major in i."""
+    out = blocks[0]
+    for block in blocks[1:]:
+        d = out.shape[-1]
+        out = (out[:, None] @ block[None]).reshape(-1, d, d)
+    return out
+
+
+def _ravel(indices: Tensor, sizes: Sequence[int]) -> Tensor:
+    flat = torch.zeros(indices.shape[0], dtype=torch.long)
+    for column, size in enumerate(sizes):
+        flat = flat * size + indices[:, column]
+    return flat
+
+
+class PowerLayer(RelaxedModule):
+    r"""Laurent convolution with base matrices :math:`A_k = \exp(t_k G_k)` (003 sec. 3.1-3.4).
+
+    .. math::
+
+        y^{(o)} = \sum_{c} \sum_{i_1..i_m = -K}^{K} \theta^{(o, c)}_{i_1 \dots i_m}
+            A_1^{i_1 D} \cdots A_m^{i_m D} \, x^{(c)} + b^{(o)}
+
+    (003 sec. 3.2 with dilation as in sec. 3.4). The mixed products run over all index
+    combinations, in generator order. The layer is linear; 003's PowerLayer also applies the
+    non-linearity, here :class:`PowerBlock` does. The bias is one value per output channel, so
+    pixel permutations that commute with the weight also commute with the bias.
+
+    The weight is a function of the generators only, so the layer commutes exactly with
+    :math:`\exp(sG_k)` for every ``s`` when there is one generator (or commuting ones), whatever
+    the magnitudes. What the magnitude sets is the step of the kernel along the orbit: with shift
+    generators on odd-sized images and :math:`t = 1` the base matrices are exact pixel shifts and
+    the layer is a circular convolution with a local ``(2K+1) x (2K+1)`` kernel (003 sec. 3.5);
+    with :math:`t \ne 1` the taps sit at fractional shifts, band-limited (sinc) interpolation
+    spreads them over the whole periodic image, and the layer stops being equivariant to
+    translations of the plane (non-periodic), while staying equivariant to cyclic shifts.
+
+    Relaxation parameters: ``magnitudes`` :math:`t` (family ``"power"``, role ``"magnitude"``),
+    strict value the reference magnitudes given at construction.
+    :meth:`equivariance_level` is :math:`\lVert t - t_{\mathrm{strict}} \rVert_2` (for a single
+    generator :math:`|t - t_{\mathrm{strict}}|`).
+
+    Parameters
+    ----------
+    base_generators : ImageGenerator, Tensor or sequence of them
+        ``m`` generators :math:`G_k`. :class:`ImageGenerator` s (see :func:`image_generators`)
+        make an image layer with inputs ``(..., in_channels, H, W)``; plain ``(d, d)`` tensors (or
+        one ``(m, d, d)`` tensor) a layer on vectors ``(..., in_channels, d)``. The path follows
+        the generators (attribute ``path``): ``"fourier"`` when every generator is a Kronecker
+        sum of circulant factors (the shifts), ``"separable"`` when every generator is a
+        Kronecker sum (``x d/dx``, ``y d/dy``, scaling), ``"dense"`` otherwise.
+    powers : int or sequence of int
+        ``K >= 0``: powers ``-K..K`` of each base matrix (one value, or one per generator).
+    in_channels, out_channels : int
+    dilation : int
+        ``D >= 1``, the powers are multiplied by ``D``.
+    magnitudes : float, sequence of float or Tensor, keyword-only
+        Initial and reference (strict) magnitudes :math:`t_k`, default 1.
+    bias : bool, keyword-only
+        Whether to add a per-channel bias.
+
+    Attributes
+    ----------
+    weight : Parameter
+        :math:`\theta`, ``(out_channels, in_channels, 2K_1+1, ..., 2K_m+1)``; index ``i + K``
+        holds power ``i``.
+    bias : Parameter or None
+        ``(out_channels,)``.
+    magnitudes : Parameter
+        :math:`t`, ``(m,)``.
+
+    Notes
+    -----
+    The powers :math:`A_k^{iD} = \exp(iDt_kG_k)` come from one batched evaluation over all
+    ``(k, i)``, never a loop over powers:
+
+    * ``"fourier"``: circulant factors are diagonal in the discrete Fourier basis, so the powers
+      are :math:`\exp(iDt_k\lambda)` on the DFT eigenvalues :math:`\lambda` of the factors and
+      the layer is one channel mixing per frequency between a 2-D DFT and its inverse (applied
+      as small real matrices along each axis, faster than FFTs at image sizes);
+    * ``"separable"``: the 1-D factors :math:`\exp(iDt_kR_k)` ``(H, H)`` and
+      :math:`\exp(iDt_kC_k)` ``(W, W)`` are applied along the image axes
+      (:math:`\exp(t(R \oplus C)) = \exp(tR) \otimes \exp(tC)`);
+    * ``"dense"``: ``(d, d)`` matrices.
+
+    Antisymmetric generators (shifts, rotation, shears) are exponentiated through their
+    eigendecomposition (computed once); others with :func:`torch.linalg.matrix_exp`, whose
+    derivative in :math:`t` is taken in closed form, :math:`G\exp(cG)`. The powers are cached
+    while the magnitudes keep their value (keyed on the value, dtype and device) and recomputed
+    in every forward that needs gradients with respect to the magnitudes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from symprior.nn.power import PowerLayer, image_generators
+    >>> _ = torch.manual_seed(0)
+    >>> layer = PowerLayer(image_generators(5, 5, "translation"), 1, 2, 3)
+    >>> x = torch.randn(4, 2, 5, 5)
+    >>> layer(x).shape
+    torch.Size([4, 3, 5, 5])
+    >>> shifted = torch.roll(x, 1, dims=-1)  # one pixel to the right, periodic
+    >>> torch.allclose(layer(shifted), torch.roll(layer(x), 1, dims=-1), atol=1e-5)
+    True
+    """
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    magnitudes: nn.Parameter
+    strict_magnitudes: Tensor
+    pair_index: Tensor
+
+    def __init__(
+        self,
+        base_generators: GeneratorsLike,
+        powers: int | Sequence[int],
+        in_channels: int,
+        out_channels: int,
+        dilation: int = 1,
+        *,
+        magnitudes: float | Sequence[float] | Tensor = 1.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        images, matrices = _as_generators(base_generators)
+        m = len(matrices)
+        self.num_generators = m
+        self.powers = _as_powers(powers, m)
+        self.in_channels = _check_size(in_channels, "in_channels")
+        self.out_channels = _check_size(out_channels, "out_channels")
+        self.dilation = _check_size(dilation, "dilation")
+        self.image_shape: tuple[int, int] | None = (
+            None if images is None else (images[0].height, images[0].width)
+        )
+        self.size = matrices[0].shape[0]
+        sizes = [2 * p + 1 for p in self.powers]
+
+        t0 = _as_magnitudes(magnitudes, m)
+        self.magnitudes = nn.Parameter(t0.clone().to(torch.get_default_dtype()))
+        self.register_buffer("strict_magnitudes", t0.clone())
+        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, *sizes))
+        self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
+
+        # A factor group is the set of generators acting on one axis (rows, columns) or on the
+        # whole flattened input (dense); the powers of a group come from one batched evaluation.
+        self._groups: dict[str, tuple[list[int], list[int], str]] = {}
+        self.path: str
+        if images is not None and all(g.separable for g in images):
+            h, w = images[0].height, images[0].width
+            rows = [(k, g.row) for k, g in enumerate(images) if g.row is not None]
+            cols = [(k, g.col) for k, g in enumerate(images) if g.col is not None]
+            circulant = all(_is_circulant(f) for _, f in rows + cols)
+            self.path = "fourier" if circulant else "separable"
+            self._register_group("row", [k for k, _ in rows], [f for _, f in rows], h, circulant)
+            self._register_group("col", [k for k, _ in cols], [f for _, f in cols], w, circulant)
+            row_sizes, col_sizes = self._groups["row"][1], self._groups["col"][1]
+            # Every index combination of theta lands on one (row combination, column
+            # combination) pair; a generator with both factors (scaling) couples the two.
+            grid = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, m)
+            num_cols = math.prod(col_sizes)
+            pair = _ravel(grid[:, [k for k, _ in rows]], row_sizes) * num_cols + _ravel(
+                grid[:, [k for k, _ in cols]], col_sizes
+            )
+            self._pair_is_identity = bool(
+                pair.numel() == math.prod(row_sizes) * num_cols
+                and torch.equal(pair, torch.arange(pair.numel()))
+            )
+        else:
+            self.path = "dense"
+            self._register_group("dense", list(range(m)), matrices, self.size, False)
+            pair = torch.zeros(0, dtype=torch.long)
+            self._pair_is_identity = True
+        self.register_buffer("pair_index", pair, persistent=False)
+        self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
+        self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
+        self.reset_parameters()
+
+    def _register_group(
+        self, name: str, members: list[int], factors: list[Tensor], size: int, circulant: bool
+    ) -> None:
+        gens = torch.stack(factors) if factors else torch.zeros(0, size, size, dtype=torch.float64)
+        owner, scale, sizes = _exponent_table(members, self.powers, self.dilation)
+        method = "matrix_exp"
+        spectrum = torch.zeros(0, dtype=torch.float64)
+        vectors = torch.zeros(0, dtype=torch.complex128)
+        if circulant and factors:
+            # A circulant matrix with first column g is diagonal in the DFT basis, with
+            # eigenvalues fft(g).
+            method = "fourier"
+            vectors = torch.fft.fft(gens[:, :, 0], dim=-1)
+        elif factors and _is_antisymmetric(gens):
+            # iG is Hermitian: iG = V diag(mu) V^H with unitary V, so
+            # exp(cG) = V diag(exp(-i c mu)) V^H, one batched product per forward.
+            method = "spectral"
+            gens = (gens - gens.mT) / 2
+            spectrum, vectors = torch.linalg.eigh(1j * gens)
+        # Derived from the generators: not part of the state dict.
+        for suffix, value in (
+            ("generators", gens),
+            ("owner", owner),
+            ("scale", scale),
+            ("spectrum", spectrum),
+            ("vectors", vectors),
+        ):
+            self.register_buffer(f"{name}_{suffix}", value, persistent=False)
+        self._groups[name] = (members, sizes, method)
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        r"""Uniform :math:`\theta` and bias in :math:`\pm 1/\sqrt{\mathrm{fan\_in}}` (as Conv2d)."""
+        fan_in = self.weight[0].numel()
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def relaxations(self) -> dict[str, Relaxation]:
+        r"""``{"magnitudes": Relaxation("power", "magnitude", reference magnitudes)}``."""
+        return {"magnitudes": Relaxation("power", "magnitude", self.strict_magnitudes)}
+
+    def equivariance_level(self) -> Tensor:
+        r""":math:`\lVert t - t_{\mathrm{strict}} \rVert_2`, zero exactly at the reference."""
+        t = self.magnitudes
+        return torch.linalg.vector_norm(t - self.strict_magnitudes.to(t))
+
+    def _relaxation_changed(self) -> None:
+        self._cache = None
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PowerLayer:
+        # Every buffer is a constant (float64 magnitudes and generators, complex128 spectra,
+        # indices) that keeps its dtype when the module is cast (``.float()``, ``.to(dtype)``):
+        # only the parameters go through ``fn``, the buffers follow its device.
+        constants = dict(self._buffers)
+        self._buffers.clear()
+        try:
+            out = super()._apply(fn, recurse)
+        finally:
+            reference = next((v for v in constants.values() if v is not None), None)
+            device = None
+            if reference is not None:
+                device = fn(torch.zeros(0, dtype=torch.float64, device=reference.device)).device
+            self._buffers.update(
+                {k: v if v is None else v.to(device=device) for k, v in constants.items()}
+            )
+            self._cache = None
+            self._dft_cache = {}
+        return out
+
+    # ------------------------------------------------------------------ operators
+    def _group_operator(self, name: str) -> Tensor:
+        r"""All ordered products of the powers of one factor group.
+
+        ``(N, n, n)`` float64 matrices, or ``(N, n)`` complex128 DFT multipliers on the
+        ``"fourier"`` path; empty when the group has no generator.
+        """
+        members, sizes, method = self._groups[name]
+        gens: Tensor = getattr(self, f"{name}_generators")
+        if not members:
+            return gens.new_zeros(0)
+        owner: Tensor = getattr(self, f"{name}_owner")
+        scale: Tensor = getattr(self, f"{name}_scale")
+        t = self.magnitudes.to(torch.float64)[list(members)]
+        coeff = scale * t[owner]
+        if method == "fourier":
+            multipliers = torch.exp(coeff[:, None] * getattr(self, f"{name}_vectors")[owner])
+            blocks = list(torch.split(multipliers, sizes))
+            out = blocks[0]
+            for block in blocks[1:]:
+                out = (out[:, None] * block[None]).reshape(-1, out.shape[-1])
+            return out
+        if method == "spectral":
+            vectors: Tensor = getattr(self, f"{name}_vectors")[owner]
+            angle = -coeff[:, None] * getattr(self, f"{name}_spectrum")[owner]
+            phase = torch.complex(torch.cos(angle), torch.sin(angle))
+            exps = ((vectors * phase[:, None, :]) @ vectors.mH).real
+        else:
+            exps = _ScaledExp.apply(coeff, gens[owner])
+        return _products(list(torch.split(exps, sizes)))
+
+    def _compute_operators(self) -> tuple[Tensor, ...]:
+        if self.path == "dense":
+            return (self._group_operator("dense"),)
+        return self._group_operator("row"), self._group_operator("col")
+
+    def _operators(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+        t = self.magnitudes
+        if torch.is_grad_enabled() and t.requires_grad:
+            return tuple(_cast(op, dtype) for op in self._compute_operators())
+        if self._cache is not None:
+            key, key_dtype, key_device, ops = self._cache
+            if (
+                key_dtype == dtype
+                and key_device == device
+                and key.dtype == t.dtype
+                and key.device == t.device
+                and torch.equal(key, t.detach())
+            ):
+                return ops
+        ops = tuple(_cast(op, dtype) for op in self._compute_operators())
+        self._cache = (t.detach().clone(), dtype, device, ops)
+        return ops
+
+    def generator_matrices(self) -> Tensor:
+        r"""The dense generators :math:`G_k`, ``(m, d, d)`` in float64."""
+        if self.path == "dense":
+            return self.get_buffer("dense_generators")
+        h, w = self.image_shape or (0, 0)
+        out = self.strict_magnitudes.new_zeros(self.num_generators, h * w, h * w)
+        eye_h = torch.eye(h, dtype=out.dtype, device=out.device)
+        eye_w = torch.eye(w, dtype=out.dtype, device=out.device)
+        for position, k in enumerate(self._groups["row"][0]):
+            out[k] += torch.kron(self.get_buffer("row_generators")[position], eye_w)
+        for position, k in enumerate(self._groups["col"][0]):
+            out[k] += torch.kron(eye_h, self.get_buffer("col_generators")[position])
+        return out
+
+    def base_matrices(self) -> Tensor:
+        r"""The dense base matrices :math:`A_k = \exp(t_k G_k)`, ``(m, d, d)`` in float64."""
+        t = self.magnitudes.to(torch.float64)
+        return torch.linalg.matrix_exp(t[:, None, None] * self.generator_matrices())
+
+    def dense_weight(self) -> Tensor:
+        r"""The full weight :math:`\sum_i \theta_i \prod_k A_k^{i_k D}`, ``(out, in, d, d)``.
+
+        Built with dense ``(d, d)`` matrix exponentials, independently of the fast path: meant
+        for inspection and tests on small inputs.
+        """
+        sizes = [2 * p + 1 for p in self.powers]
+        owner, scale, _ = _exponent_table(range(self.num_generators), self.powers, self.dilation)
+        gens = self.generator_matrices()
+        owner, scale = owner.to(gens.device), scale.to(gens.device)
+        coeff = scale * self.magnitudes.to(torch.float64)[owner]
+        exps = torch.linalg.matrix_exp(coeff[:, None, None] * gens[owner])
+        products = _products(list(torch.split(exps, sizes)))
+        theta = self.weight.to(torch.float64).reshape(self.out_channels, self.in_channels, -1)
+        return torch.einsum("ocn,nde->ocde", theta, products)
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if self.image_shape is not None:
+            if x.ndim < 3:
+                raise ValueError(
+                    f"x must have shape (..., {self.in_channels}, H, W), got {tuple(x.shape)}"
+                )
+            if tuple(x.shape[-2:]) != self.image_shape:
+                h, w = self.image_shape
+                raise ValueError(
+                    f"x has images of size {x.shape[-2]}x{x.shape[-1]}, the base generators act "
+                    f"on {h}x{w} images"
+                )
+            channels = x.shape[-3]
+        else:
+            if x.ndim < 2:
+                raise ValueError(
+                    f"x must have shape (..., {self.in_channels}, {self.size}), got "
+                    f"{tuple(x.shape)}"
+                )
+            if x.shape[-1] != self.size:
+                raise ValueError(
+                    f"x has feature size {x.shape[-1]}, the base generators are "
+                    f"{self.size}x{self.size}"
+                )
+            channels = x.shape[-2]
+        if channels != self.in_channels:
+            raise ValueError(
+                f"x has {channels} channels, the layer expects in_channels={self.in_channels}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        r"""Apply the layer.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(..., in_channels, H, W)`` for image generators, else ``(..., in_channels, d)``.
+
+        Returns
+        -------
+        Tensor
+            ``(..., out_channels, H, W)`` or ``(..., out_channels, d)``.
+        """
+        self._check_input(x)
+        spatial = 2 if self.image_shape is not None else 1
+        lead = x.shape[: -spatial - 1]
+        xb = x.reshape(-1, self.in_channels, *x.shape[x.ndim - spatial :])
+        ops = self._operators(x.dtype, x.device)
+        theta = self.weight.to(x.dtype).reshape(self.out_channels, self.in_channels, -1)
+        if self.path == "dense":
+            y = self._forward_dense(xb.reshape(xb.shape[0], self.in_channels, -1), theta, ops[0])
+        else:
+            grid = self._theta_grid(theta, ops[0], ops[1])
+            if self.path == "fourier":
+                y = self._forward_fourier(xb, grid, ops[0], ops[1])
+            else:
+                y = self._forward_separable(xb, grid, ops[0], ops[1])
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype).reshape(-1, *([1] * (y.ndim - 2)))
+        return y.reshape(*lead, self.out_channels, *x.shape[x.ndim - spatial :])
+
+    def _theta_grid(self, theta: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        r"""``theta`` ``(out, in, N)`` on the (row combination, column combination) grid."""
+        num_rows = rows.shape[0] if rows.numel() else 1
+        num_cols = cols.shape[0] if cols.numel() else 1
+        if not self._pair_is_identity:
+            grid = theta.new_zeros(*theta.shape[:2], num_rows * num_cols)
+            theta = grid.index_copy(2, self.pair_index, theta)
+        return theta.reshape(*theta.shape[:2], num_rows, num_cols)
+
+    def _dft(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+        key = (dtype, device)
+        if key not in self._dft_cache:
+            h, w = self.image_shape or (1, 1)
+            self._dft_cache[key] = tuple(
+                m.to(dtype=dtype, device=device) for m in _dft_matrices(h, w)
+            )
+        return self._dft_cache[key]
+
+    def _forward_fourier(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        o = self.out_channels
+        half = w // 2 + 1
+        complex_dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        row_mult = rows if rows.numel() else x.new_ones(1, h, dtype=complex_dtype)
+        col_mult = (cols if cols.numel() else x.new_ones(1, w, dtype=complex_dtype))[:, :half]
+        kernel = torch.einsum("ocrs,sl->ocrl", grid.to(col_mult.dtype), col_mult)
+        kernel = torch.einsum("ocrl,rk->lkoc", kernel, row_mult)  # (half, h, out, in)
+        # The complex product per frequency as a real one on (Re, Im) pairs:
+        # [[Re K, -Im K], [Im K, Re K]] @ [Re x; Im x] = [Re Kx; Im Kx].
+        kr, ki = kernel.real, kernel.imag
+        block = torch.cat([torch.cat([kr, -ki], -1), torch.cat([ki, kr], -1)], -2)
+        dft_w, dft_h, idft_h, idft_w = self._dft(x.dtype, x.device)
+        # Small DFTs as matrix products (faster than FFTs at image sizes) in the memory layout
+        # (frequencies, ..., channels, batch): every step is one plain or batched product with
+        # large operands and only the input and the output are reordered.
+        z = dft_w @ x.permute(3, 2, 1, 0).reshape(w, h * c * b)  # ((l p), (h c b))
+        z = torch.bmm(dft_h.expand(half, -1, -1), z.reshape(half, 2 * h, c * b))
+        y = torch.bmm(block.reshape(half * h, 2 * o, 2 * c), z.reshape(half * h, 2 * c, b))
+        y = torch.bmm(idft_h.expand(half, -1, -1), y.reshape(half, 2 * h, o * b))
+        y = idft_w @ y.reshape(2 * half, h * o * b)  # (w, (h o b))
+        return y.reshape(w, h, o, b).permute(3, 2, 1, 0).contiguous()
+
+    def _forward_separable(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        o = self.out_channels
+        num_rows, num_cols = grid.shape[2], grid.shape[3]
+        mix = grid.permute(1, 3, 2, 0).reshape(c * num_cols, num_rows * o)
+        # Each step is one plain matrix product over trailing axes (single GEMMs forward and
+        # backward); the layouts in between are fixed by one copy each.
+        if cols.numel():
+            z = x.transpose(1, 2).reshape(b * h * c, w) @ cols.permute(2, 0, 1).reshape(w, -1)
+            z = z.reshape(b, h, c * num_cols, w).transpose(2, 3)  # (b, h, w, (c s))
+        else:
+            z = x.permute(0, 2, 3, 1)
+        y = z.reshape(b * h * w, c * num_cols) @ mix  # (b, h, w, (r o))
+        if rows.numel():
+            y = y.reshape(b, h, w, num_rows, o).permute(0, 2, 4, 1, 3)  # (b, w, o, (h' r))
+            y = y.reshape(b * w * o, h * num_rows) @ rows.permute(2, 0, 1).reshape(-1, h)
+            return y.reshape(b, w, o, h).permute(0, 2, 3, 1).contiguous()
+        return y.reshape(b, h, w, o).permute(0, 3, 1, 2).contiguous()
+
+    def _forward_dense(self, x: Tensor, theta: Tensor, products: Tensor) -> Tensor:
+        if self.out_channels <= self.in_channels:
+            mixed = torch.einsum("ocn,bcd->bond", theta, x)
+            return torch.einsum("nde,bone->bod", products, mixed).contiguous()
+        applied = torch.einsum("nde,bce->bcnd", products, x)
+        return torch.einsum("ocn,bcnd->bod", theta, applied).contiguous()
+
+    def extra_repr(self) -> str:
+        where = (
+            f"image_shape={self.image_shape}"
+            if self.image_shape is not None
+            else f"size={self.size}"
+        )
+        return (
+            f"{self.in_channels}, {self.out_channels}, generators={self.num_generators}, "
+            f"powers={self.powers}, dilation={self.dilation}, {where}, path={self.path}"
+        )
+
+
+# ----------------------------------------------------------------------------- blocks
+_NONLINEARITIES = ("leaky_relu", "relu", "gelu", "silu", "tanh", "identity")
+
+
+def _nonlinearity(value: str | nn.Module) -> nn.Module:
+    if isinstance(value, nn.Module):
+        return value
+    if value == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if value == "relu":
+        return nn.ReLU()
+    if value == "gelu":
+        return nn.GELU()
+    if value == "silu":
+        return nn.SiLU()
+    if value == "tanh":
+        return nn.Tanh()
+    if value == "identity":
+        return nn.Identity()
+    raise ValueError(
+        f"nonlinearity must be one of {_NONLINEARITIES} or an nn.Module, got {value!r}"
+    )
+
+
+class _ChannelNorm(nn.Module):
+    """Batch or layer norm of ``(..., C, *pixels)`` features; both commute with pixel permutations.
+
+    Batch norm normalises each channel over the batch and the pixels; layer norm each sample over
+    its channels and pixels (GroupNorm with one group, per-channel affine).
+    """
+
+    def __init__(self, kind: str, channels: int, spatial: int) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.norm: nn.Module
+        if kind == "batch":
+            self.norm = nn.BatchNorm1d(channels)
+        elif kind == "layer":
+            self.norm = nn.GroupNorm(1, channels)
+        else:
+            raise ValueError(f"norm must be 'batch', 'layer' or None, got {kind!r}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[: -self.spatial]
+        flat = x.reshape(-1, x.shape[-self.spatial - 1], math.prod(x.shape[-self.spatial :]))
+        return self.norm(flat).reshape(*lead, *x.shape[-self.spatial :])
+
+
+class _ChannelLinear(nn.Module):
+    """A 1x1 channel mixing (acts on no pixel), used as skip connection between widths."""
+
+    def __init__(self, in_channels: int, out_channels: int, spatial: int) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.linear = nn.Linear(in_channels, out_channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        axis = x.ndim - self.spatial - 1
+        return self.linear(x.movedim(axis, -1)).movedim(-1, axis)
+
+
+class PowerBlock(nn.Module):
+    r"""PowerLayers with normalisation, non-linearity and a residual connection (003 sec. 4.1).
+
+    .. math:: h_0 = x, \quad h_l = \sigma(\mathrm{norm}(P_l h_{l-1})), \quad
+              y = h_L + \rho \, S x,
+
+    with :math:`P_l` :class:`PowerLayer` s, :math:`S` the identity when the widths agree and a
+    bias-free 1x1 channel mixing otherwise, and :math:`\rho` the residual strength (003's
+    ``rho``; 0 disables the connection). Norms and point-wise non-linearities commute with pixel
+    permutations, so the block keeps the equivariance of its layers to them.
+
+    Parameters
+    ----------
+    base_generators, powers, dilation
+        As in :class:`PowerLayer`, shared by every layer (each layer has its own magnitudes).
+    in_channels, out_channels : int
+    num_layers : int, keyword-only
+        Layers per block (003's ``num_layers``), default 2.
+    residual : float, keyword-only
+        :math:`\rho`, default 1.
+    nonlinearity : str or nn.Module, keyword-only
+        ``"leaky_relu"`` (slope 0.2, as in 003 sec. 4.2), ``"relu"``, ``"gelu"``, ``"silu"``,
+        ``"tanh"``, ``"identity"`` or a module.
+    norm : {"batch", "layer", None}, keyword-only
+        Batch norm per channel, layer norm per sample (over channels and pixels), or none.
+    magnitudes : keyword-only
+        Initial/reference magnitudes of every layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from symprior.nn.power import PowerBlock, image_generators
+    >>> block = PowerBlock(image_generators(7, 7, "translation"), 1, 1, 4)
+    >>> block(torch.randn(2, 1, 7, 7)).shape
+    torch.Size([2, 4, 7, 7])
+    """
+
+    def __init__(
+        self,
+        base_generators: GeneratorsLike,
+        powers: int | Sequence[int],
+        in_channels: int,
+        out_channels: int,
+        *,
+        num_layers: int = 2,
+        residual: float = 1.0,
+        nonlinearity: str | nn.Module = "leaky_relu",
+        norm: str | None = "batch",
+        dilation: int = 1,
+        magnitudes: float | Sequence[float] | Tensor = 1.0,
+    ) -> None:
+        super().__init__()
+        num_layers = _check_size(num_layers, "num_layers")
+        if isinstance(residual, bool) or not isinstance(residual, int | float):
+            raise TypeError(f"residual must be a float, got {type(residual).__name__}")
+        if not math.isfinite(residual):
+            raise ValueError(f"residual must be finite, got {residual}")
+        self.residual = float(residual)
+        widths = [in_channels] + [out_channels] * num_layers
+        layers = [
+            PowerLayer(
+                base_generators,
+                powers,
+                widths[i],
+                widths[i + 1],
+                dilation,
+                magnitudes=magnitudes,
+                bias=norm != "batch",
+            )
+            for i in range(num_layers)
+        ]
+        self.layers = nn.ModuleList(layers)
+        spatial = 1 if layers[0].image_shape is None else 2
+        self.spatial = spatial
+        self.norms = nn.ModuleList(
+            nn.Identity() if norm is None else _ChannelNorm(norm, out_channels, spatial)
+            for _ in range(num_layers)
+        )
+        self.nonlinearity = _nonlinearity(nonlinearity)
+        self.skip: nn.Module | None = None
+        if self.residual != 0.0:
+            self.skip = (
+                nn.Identity()
+                if in_channels == out_channels
+                else _ChannelLinear(in_channels, out_channels, spatial)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        r"""``(..., in_channels, *pixels) -> (..., out_channels, *pixels)``."""
+        h = x
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            h = self.nonlinearity(norm(layer(h)))
+        if self.skip is not None:
+            h = h + self.residual * self.skip(x)
+        return h
+
+
+class PowerNet(nn.Module):
+    r"""A stack of :class:`PowerBlock` s with a pooled linear readout (003 sec. 4).
+
+    Blocks map ``in_channels -> channels[0] -> channels[1] -> ...`` at the input resolution; the
+    features are then pooled over all pixels (mean or max, invariant to pixel permutations) and
+    a linear layer gives ``out_features`` logits (classification) or values (regression).
+
+    Parameters
+    ----------
+    base_generators, powers, dilation, magnitudes
+        As in :class:`PowerLayer`, shared by every block.
+    in_channels : int
+    out_features : int
+    channels : sequence of int, keyword-only
+        Width of each block, default ``(16, 16)``.
+    num_layers, residual, nonlinearity, norm : keyword-only
+        As in :class:`PowerBlock`.
+    pooling : {"mean", "max"}, keyword-only
+        Global pooling before the readout.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from symprior.nn.power import PowerNet, image_generators
+    >>> net = PowerNet(image_generators(7, 7, "translation"), 1, 1, 10, channels=(4, 8))
+    >>> net(torch.randn(3, 1, 7, 7)).shape
+    torch.Size([3, 10])
+    """
+
+    def __init__(
+        self,
+        base_generators: GeneratorsLike,
+        powers: int | Sequence[int],
+        in_channels: int,
+        out_features: int,
+        *,
+        channels: Sequence[int] = (16, 16),
+        num_layers: int = 2,
+        residual: float = 1.0,
+        nonlinearity: str | nn.Module = "leaky_relu",
+        norm: str | None = "batch",
+        dilation: int = 1,
+        magnitudes: float | Sequence[float] | Tensor = 1.0,
+        pooling: str = "mean",
+    ) -> None:
+        super().__init__()
+        if isinstance(channels, int) or not isinstance(channels, Sequence) or not channels:
+            raise ValueError(f"channels must be a non-empty sequence of ints, got {channels!r}")
+        widths = [_check_size(in_channels, "in_channels")]
+        widths += [_check_size(c, "channels") for c in channels]
+        if pooling not in ("mean", "max"):
+            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+        self.pooling = pooling
+        blocks = [
+            PowerBlock(
+                base_generators,
+                powers,
+                widths[i],
+                widths[i + 1],
+                num_layers=num_layers,
+                residual=residual,
+                nonlinearity=nonlinearity,
+                norm=norm,
+                dilation=dilation,
+                magnitudes=magnitudes,
+            )
+            for i in range(len(channels))
+        ]
+        self.blocks = nn.ModuleList(blocks)
+        self.spatial = blocks[0].spatial
+        self.readout = nn.Linear(widths[-1], _check_size(out_features, "out_features"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        r"""``(..., in_channels, *pixels) -> (..., out_features)``."""
+        h = x
+        for block in self.blocks:
+            h = block(h)
+        h = h.flatten(start_dim=h.ndim - self.spatial)
+        pooled = h.mean(-1) if self.pooling == "mean" else h.amax(-1)
+        return self.readout(pooled)

@@ -1,0 +1,554 @@
+"""Tests of symprior.nn.power (PowerNet, paper 003) against independent references."""
+
+import copy
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from symprior.groups import SO2, Affine2, Scaling, Translation, transform_image
+from symprior.nn import relaxation_parameters, set_strict
+from symprior.nn.power import (
+    ImageGenerator,
+    PowerBlock,
+    PowerLayer,
+    PowerNet,
+    affine_generators,
+    image_generators,
+    shannon_whittaker_derivative,
+)
+from symprior.testing import assert_equivariant, equivariance_errors
+from tests.conftest import DEVICES
+
+F64 = torch.float64
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def _cyclic_shift(n: int, j: int) -> torch.Tensor:
+    """(S^j I)_a = I_{a+j}, built entry by entry."""
+    s = torch.zeros(n, n, dtype=F64)
+    for a in range(n):
+        s[a, (a + j) % n] = 1.0
+    return s
+
+
+def _translations(offsets) -> torch.Tensor:
+    return Translation(2).exp(torch.tensor(offsets, dtype=F64))
+
+
+def _circular(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return transform_image(x, g, padding="circular")
+
+
+def _zeros(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return transform_image(x, g, padding="zeros")
+
+
+# ----------------------------------------------------------------------------- Shannon-Whittaker
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 9, 15], ids=lambda n: f"n={n}")
+def test_sw_exponential_is_the_cyclic_shift_for_odd_n(n):
+    d = shannon_whittaker_derivative(n)
+    for j in (1, 2, -1, -3):
+        assert _rel(torch.linalg.matrix_exp(j * d), _cyclic_shift(n, j)) < 1e-10
+
+
+@pytest.mark.parametrize("n", [2, 4, 6, 8, 16], ids=lambda n: f"n={n}")
+def test_sw_exponential_for_even_n_keeps_the_nyquist_mode(n):
+    d = shannon_whittaker_derivative(n)
+    nyquist = torch.tensor([(-1.0) ** a for a in range(n)], dtype=F64)
+    assert float((d @ nyquist).abs().max()) < 1e-12
+    expected = _cyclic_shift(n, 1) + 2.0 / n * torch.outer(nyquist, nyquist)
+    assert _rel(torch.linalg.matrix_exp(d), expected) < 1e-10
+
+
+@pytest.mark.parametrize("n", [5, 8, 9, 16], ids=lambda n: f"n={n}")
+def test_sw_derivative_closed_form(n):
+    # Periodic sinc: Q'(k) = pi (-1)^k / (n sin(pi k / n)) (odd n), / (n tan(pi k / n)) (even n).
+    d = shannon_whittaker_derivative(n)
+    expected = torch.zeros(n, n, dtype=F64)
+    for a in range(n):
+        for b in range(n):
+            k = a - b
+            if k % n:
+                trig = math.sin(math.pi * k / n) if n % 2 else math.tan(math.pi * k / n)
+                expected[a, b] = math.pi * (-1) ** k / (n * trig)
+    assert _rel(d, expected) < 1e-12
+
+
+@pytest.mark.parametrize("n", [8, 9, 16, 17], ids=lambda n: f"n={n}")
+def test_sw_derivative_of_band_limited_signal(n):
+    gen = torch.Generator().manual_seed(n)
+    bands = (n - 1) // 2
+    a, b = (
+        torch.randn(bands + 1, generator=gen, dtype=F64),
+        torch.randn(bands + 1, generator=gen, dtype=F64),
+    )
+    r = torch.arange(n, dtype=F64)
+    p = torch.arange(bands + 1, dtype=F64)[:, None]
+    phase = 2 * math.pi * p * r / n
+    signal = (a[:, None] * torch.cos(phase) + b[:, None] * torch.sin(phase)).sum(0)
+    slope = (
+        2 * math.pi * p / n * (-a[:, None] * torch.sin(phase) + b[:, None] * torch.cos(phase))
+    ).sum(0)
+    if n % 2 == 0:
+        signal = signal + 0.7 * torch.cos(math.pi * r)  # Nyquist cosine: zero slope at samples
+    assert _rel(shannon_whittaker_derivative(n) @ signal, slope) < 1e-10
+
+
+# ----------------------------------------------------------------------------- image generators
+def _vector_fields(kind: str) -> torch.Tensor:
+    """Homogeneous 3x3 Lie-algebra elements of symprior.groups whose vector fields G must be."""
+    if kind == "affine":
+        return Affine2().lie_algebra
+    if kind == "translation":
+        return Translation(2).lie_algebra
+    out = torch.zeros(1, 3, 3, dtype=F64)
+    out[0, :2, :2] = SO2().lie_algebra[0] if kind == "rotation" else Scaling(2).lie_algebra[0]
+    return out
+
+
+@pytest.mark.parametrize("size", [(7, 9), (8, 6)], ids=["7x9", "8x6"])
+@pytest.mark.parametrize("kind", ["translation", "rotation", "scaling", "affine"])
+def test_image_generators_are_the_vector_fields_of_symprior_groups(kind, size):
+    h, w = size
+    gens = image_generators(h, w, kind)
+    fields = _vector_fields(kind)
+    assert len(gens) == fields.shape[0]
+    # A band-limited periodic image and its analytic gradient in (x right, y up) coordinates.
+    rows = torch.arange(h, dtype=F64)[:, None]
+    cols = torch.arange(w, dtype=F64)[None, :]
+    kx, ky = 2 * math.pi * 2 / w, 2 * math.pi * 1 / h
+    arg = kx * cols + ky * rows + 0.3
+    image = torch.cos(arg) + 0.5 * torch.sin(kx * cols)
+    d_col = -kx * torch.sin(arg) + 0.5 * kx * torch.cos(kx * cols)
+    d_row = -ky * torch.sin(arg)
+    x = cols - (w - 1) / 2 + 0 * rows
+    y = (h - 1) / 2 - rows + 0 * cols
+    for gen, field in zip(gens, fields, strict=True):
+        vx = field[0, 0] * x + field[0, 1] * y + field[0, 2]
+        vy = field[1, 0] * x + field[1, 1] * y + field[1, 2]
+        expected = vx * d_col + vy * (-d_row)
+        got = (gen.matrix() @ image.reshape(-1)).reshape(h, w)
+        assert _rel(got, expected) < 1e-10, gen.name
+
+
+def test_affine_generators_order_and_structure():
+    gens = affine_generators(5, 7)
+    assert [g.name for g in gens] == ["d/dx", "x d/dx", "y d/dx", "d/dy", "x d/dy", "y d/dy"]
+    assert [g.separable for g in gens] == [True, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("size", [(5, 7), (9, 3)], ids=["5x7", "9x3"])
+def test_shift_exponentials_are_pixel_translations(size):
+    h, w = size
+    gen = torch.Generator().manual_seed(1)
+    image = torch.randn(h, w, generator=gen, dtype=F64)
+    dx, dy = (g.matrix() for g in image_generators(h, w, "translation"))
+    # exp(d/dx) f (p) = f(p + e_x): the content moves by (-1, 0).
+    for matrix, offset in ((dx, [-1.0, 0.0]), (dy, [0.0, -1.0])):
+        moved = (torch.linalg.matrix_exp(matrix) @ image.reshape(-1)).reshape(h, w)
+        assert _rel(moved, _circular(_translations(offset), image)) < 1e-10
+
+
+# ----------------------------------------------------------------------------- PowerLayer values
+@pytest.mark.parametrize(
+    ("size", "powers", "dilation"),
+    [((7, 9), 1, 1), ((9, 7), 2, 1), ((11, 9), 1, 2), ((7, 9), (1, 2), 1)],
+    ids=["K1", "K2", "K1-D2", "Kx1-Ky2"],
+)
+def test_shift_layer_at_unit_magnitude_is_circular_conv2d(size, powers, dilation):
+    torch.manual_seed(0)
+    h, w = size
+    layer = PowerLayer(image_generators(h, w, "translation"), powers, 3, 4, dilation).double()
+    assert layer.path == "fourier"
+    x = torch.randn(2, 3, h, w, dtype=F64)
+    theta = layer.weight.detach()  # (out, in, 2Kx+1, 2Ky+1): index i + K <-> power i
+    kx, ky = layer.powers
+    # A_x^i A_y^j x [row, col] = x[row - jD, col + iD]; conv2d (cross-correlation) with circular
+    # padding reads x[row + a - KyD, col + b - KxD] at kernel tap (a, b): a = Ky - j, b = Kx + i.
+    kernel = torch.zeros(4, 3, 2 * ky + 1, 2 * kx + 1, dtype=F64)
+    for i in range(-kx, kx + 1):
+        for j in range(-ky, ky + 1):
+            kernel[:, :, ky - j, kx + i] = theta[:, :, i + kx, j + ky]
+    pad = (kx * dilation, kx * dilation, ky * dilation, ky * dilation)
+    expected = F.conv2d(F.pad(x, pad, mode="circular"), kernel, layer.bias, dilation=dilation)
+    assert _rel(layer(x), expected) < 1e-10
+
+
+def _naive_layer(layer: PowerLayer, x: torch.Tensor) -> torch.Tensor:
+    """sum_idx theta[o, c, idx] prod_k A_k^(i_k D) x[c] with powers by repeated products."""
+    gens = layer.generator_matrices()
+    t = layer.magnitudes.detach().to(F64)
+    bases = [torch.linalg.matrix_exp(t[k] * gens[k]) for k in range(len(gens))]
+    d = gens.shape[-1]
+    eye = torch.eye(d, dtype=F64)
+
+    def power(a: torch.Tensor, n: int) -> torch.Tensor:
+        step = a if n >= 0 else torch.linalg.inv(a)
+        out = eye
+        for _ in range(abs(n)):
+            out = out @ step
+        return out
+
+    flat = x.reshape(x.shape[0], layer.in_channels, d)
+    weight = torch.zeros(layer.out_channels, layer.in_channels, d, d, dtype=F64)
+    ranges = [range(-k, k + 1) for k in layer.powers]
+    for idx in itertools.product(*ranges):
+        product = eye
+        for k, i in enumerate(idx):
+            product = product @ power(bases[k], i * layer.dilation)
+        tap = tuple(i + k for i, k in zip(idx, layer.powers, strict=True))
+        weight += layer.weight.detach()[(slice(None), slice(None), *tap)][..., None, None] * product
+    y = torch.einsum("ocde,bce->bod", weight, flat) + layer.bias.detach()[:, None]
+    return y.reshape(x.shape[0], layer.out_channels, *x.shape[2:])
+
+
+def _random_flat_generators() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 6, 6, generator=gen, dtype=F64)
+    return torch.stack([0.3 * (a[0] - a[0].T), 0.2 * a[1]])  # antisymmetric, general
+
+
+NAIVE_CASES = {
+    "fourier-translation": (lambda: image_generators(5, 6, "translation"), [0.8, 1.3], "fourier"),
+    "separable-translation+scaling": (
+        lambda: image_generators(5, 6, "translation") + image_generators(5, 6, "scaling"),
+        [1.2, 0.7, 0.05],
+        "separable",
+    ),
+    "separable-axis-scalings": (
+        lambda: [affine_generators(5, 4)[i] for i in (1, 5)],
+        [0.04, -0.03],
+        "separable",
+    ),
+    "dense-rotation+shift": (
+        lambda: image_generators(5, 5, "rotation") + image_generators(5, 5, "shift_x"),
+        [0.4, 0.9],
+        "dense",
+    ),
+    "dense-flat": (_random_flat_generators, [0.7, 0.5], "dense"),
+}
+
+
+@pytest.mark.parametrize("case", list(NAIVE_CASES), ids=list(NAIVE_CASES))
+def test_fast_paths_equal_naive_dense_reference(case):
+    make, magnitudes, path = NAIVE_CASES[case]
+    torch.manual_seed(1)
+    layer = PowerLayer(make(), 2, 2, 3, 2, magnitudes=magnitudes).double()
+    assert layer.path == path
+    shape = (4, 2, *layer.image_shape) if layer.image_shape else (4, 2, layer.size)
+    x = torch.randn(*shape, dtype=F64)
+    expected = _naive_layer(layer, x)
+    assert _rel(layer(x), expected) < 1e-10
+    assert (
+        _rel(
+            torch.einsum("ocde,bce->bod", layer.dense_weight(), x.reshape(4, 2, -1)),
+            expected.reshape(4, 3, -1) - layer.bias.detach()[:, None],
+        )
+        < 1e-10
+    )
+    with torch.no_grad():  # the cached operators give the same values
+        assert _rel(layer(x), expected) < 1e-10
+        assert _rel(layer.float()(x.float()).double(), expected) < 1e-5
+
+
+def test_leading_batch_axes_and_vector_inputs():
+    torch.manual_seed(2)
+    layer = PowerLayer(_random_flat_generators(), 1, 2, 3).double()
+    x = torch.randn(2, 5, 2, 6, dtype=F64)
+    assert _rel(layer(x), layer(x.reshape(10, 2, 6)).reshape(2, 5, 3, 6)) < 1e-14
+
+
+# ----------------------------------------------------------------------------- equivariance
+@pytest.mark.parametrize("size", [(7, 9), (6, 8)], ids=["odd", "even"])
+@pytest.mark.parametrize("t", [1.0, 1.3], ids=["t=1", "t=1.3"])
+def test_shift_layer_is_equivariant_to_cyclic_translations(size, t):
+    # Every power of a shift generator is circulant, so cyclic-shift equivariance holds for any
+    # magnitude (and for even sizes, where exp(d/dx) is not the exact pixel shift).
+    torch.manual_seed(3)
+    h, w = size
+    layer = PowerLayer(image_generators(h, w, "translation"), 1, 2, 3, magnitudes=t)
+    x = torch.randn(3, 2, h, w)
+    elements = _translations([[1.0, 0.0], [0.0, 1.0], [-2.0, 3.0], [4.0, -1.0]])
+    assert_equivariant(
+        layer, Translation(2), x, rep_in=_circular, rep_out=_circular, elements=elements
+    )
+
+
+def test_rotation_layer_commutes_with_its_base_matrix_and_flow():
+    torch.manual_seed(4)
+    gens = image_generators(5, 5, "rotation")
+    layer = PowerLayer(gens, 2, 2, 2, magnitudes=0.4).double()
+    assert layer.path == "dense"
+    weight, base = layer.dense_weight(), layer.base_matrices()[0]
+    assert _rel(weight @ base, base @ weight) < 1e-10
+    # ... and with the whole one-parameter group exp(s G) it generates.
+    generator = gens[0].matrix()
+
+    def flow(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        angle = torch.atan2(g[1, 0], g[0, 0]).to(F64)
+        matrix = torch.linalg.matrix_exp(angle * generator).to(x)
+        return (x.reshape(*x.shape[:-2], 25) @ matrix.T).reshape(x.shape)
+
+    x = torch.randn(3, 2, 5, 5)
+    assert_equivariant(layer, SO2(), x, rep_in=flow, rep_out=flow, num_elements=4)
+
+
+def test_relaxed_magnitude_breaks_translation_equivariance_of_the_plane():
+    # Images with compact support, translated without wrap-around (zero padding): at t = 1 the
+    # kernel is local and the layer is exactly equivariant; for t != 1 the taps are fractional
+    # shifts whose band-limited interpolation spreads over the periodic image.
+    torch.manual_seed(5)
+    h = w = 11
+    x = torch.zeros(2, 1, h, w)
+    x[..., 4:7, 4:7] = torch.randn(2, 1, 3, 3)
+    elements = _translations([[1.0, 0.0], [0.0, -2.0], [2.0, 1.0]])
+    base = PowerLayer(image_generators(h, w, "translation"), 1, 1, 2, bias=False)
+    assert_equivariant(base, Translation(2), x, rep_in=_zeros, rep_out=_zeros, elements=elements)
+    errors = []
+    for t in (1.0, 1.05, 1.2, 1.5):
+        layer = copy.deepcopy(base).double()
+        with torch.no_grad():
+            layer.magnitudes.fill_(t)
+        assert float(layer.equivariance_level().detach()) == pytest.approx(
+            abs(t - 1.0) * math.sqrt(2)
+        )
+        err, _ = equivariance_errors(
+            layer, Translation(2), x.double(), rep_in=_zeros, rep_out=_zeros, elements=elements
+        )
+        errors.append(float(err.max()))
+    assert errors[0] < 1e-12
+    assert all(b > a for a, b in itertools.pairwise(errors)), errors
+    assert errors[1] > 1e-3
+
+
+# ----------------------------------------------------------------------------- gradients, cache
+GRAD_CASES = {
+    "fourier": lambda: image_generators(3, 4, "translation"),
+    "separable": lambda: image_generators(3, 4, "scaling") + image_generators(3, 4, "shift_x"),
+    "dense-spectral": lambda: image_generators(3, 3, "rotation"),
+    "dense-matrix-exp": lambda: [affine_generators(3, 3)[i] for i in (1, 2)],
+}
+
+
+@pytest.mark.parametrize("case", list(GRAD_CASES), ids=list(GRAD_CASES))
+def test_magnitude_gradients_match_finite_differences(case):
+    torch.manual_seed(6)
+    layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, 2).double()
+    x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
+    t0 = (0.3 + 0.2 * torch.rand(layer.num_generators, dtype=F64)).requires_grad_(True)
+
+    def output(t: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, {"magnitudes": t}, (x,))
+
+    assert torch.autograd.gradcheck(output, (t0,), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    # Second derivatives (Laplace approximations over the magnitudes) of a scalar objective.
+    probe = torch.randn(2, layer.out_channels, *layer.image_shape, dtype=F64)
+    assert torch.autograd.gradgradcheck(
+        lambda t: (output(t) * probe).sum(), (t0,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True
+    )
+
+
+def test_cache_follows_the_magnitudes():
+    torch.manual_seed(7)
+    layer = PowerLayer(image_generators(5, 5, "translation"), 1, 1, 2).double().eval()
+    x = torch.randn(2, 1, 5, 5, dtype=F64)
+    with torch.no_grad():
+        strict_out = layer(x)
+    layer(x).square().sum().backward()
+    with torch.no_grad():  # an SGD step, in place as optimizers do
+        layer.magnitudes.sub_(0.1 * layer.magnitudes.grad)
+    with torch.no_grad():
+        stepped = layer(x)
+        fresh = PowerLayer(image_generators(5, 5, "translation"), 1, 1, 2).double()
+        fresh.load_state_dict(layer.state_dict())
+        assert _rel(stepped, fresh(x)) < 1e-14
+        assert _rel(stepped, strict_out) > 1e-6
+        layer.magnitudes.data.fill_(0.5)  # no version bump: the cache is keyed on the value
+        assert _rel(layer(x), _naive_layer(layer, x)) < 1e-10
+    set_strict(layer)
+    assert float(layer.equivariance_level().detach()) == 0.0
+    with torch.no_grad():
+        assert _rel(layer(x), strict_out) < 1e-14
+
+
+def test_relaxation_registry_and_module_casts():
+    torch.manual_seed(8)
+    gens = image_generators(5, 5, "translation")
+    net = PowerNet(gens, 1, 1, 3, channels=(2, 4), num_layers=2, magnitudes=[1.0, 0.5])
+    names = [name for name, _, _ in relaxation_parameters(net)]
+    assert names == [f"blocks.{b}.layers.{i}.magnitudes" for b in range(2) for i in range(2)]
+    layer = net.blocks[0].layers[0]
+    rel = layer.relaxations()["magnitudes"]
+    assert (rel.family, rel.role) == ("power", "magnitude")
+    assert torch.equal(rel.strict_value, torch.tensor([1.0, 0.5], dtype=F64))
+    with torch.no_grad():
+        layer.magnitudes.add_(0.25)
+    assert float(layer.equivariance_level().detach()) == pytest.approx(0.25 * math.sqrt(2))
+    set_strict(net)
+    assert torch.equal(layer.magnitudes, torch.tensor([1.0, 0.5]))
+    net.double().float()
+    assert layer.get_buffer("row_vectors").dtype == torch.complex128
+    assert layer.strict_magnitudes.dtype == F64
+    # Batch norm follows every layer, so the layers carry no bias; derived constants are
+    # not saved.
+    assert set(layer.state_dict()) == {"weight", "magnitudes", "strict_magnitudes"}
+
+
+# ----------------------------------------------------------------------------- blocks and nets
+@pytest.mark.parametrize("norm", ["batch", "layer", None])
+def test_power_block_composition(norm):
+    torch.manual_seed(9)
+    gens = image_generators(5, 5, "translation")
+    block = PowerBlock(gens, 1, 2, 3, num_layers=2, residual=0.5, norm=norm).double().train()
+    x = torch.randn(4, 2, 5, 5, dtype=F64)
+    h = x
+    for layer in block.layers:
+        h = layer(h)
+        if norm == "batch":
+            h = F.batch_norm(h, None, None, training=True, eps=1e-5)
+        elif norm == "layer":
+            h = F.group_norm(h, 1, eps=1e-5)
+        h = F.leaky_relu(h, 0.2)
+    skip = torch.einsum("oc,bchw->bohw", block.skip.linear.weight, x)
+    assert _rel(block(x), h + 0.5 * skip) < 1e-12
+    # Norm and nonlinearity commute with pixel permutations: the block stays shift equivariant.
+    elements = _translations([[1.0, 2.0], [-3.0, 0.0]])
+    assert_equivariant(
+        block.float(),
+        Translation(2),
+        x.float(),
+        rep_in=_circular,
+        rep_out=_circular,
+        elements=elements,
+    )
+
+
+def test_power_net_is_invariant_to_cyclic_translations():
+    torch.manual_seed(10)
+    net = PowerNet(image_generators(5, 5, "translation"), 1, 1, 3, channels=(2, 3))
+    x = torch.randn(3, 1, 5, 5)
+    pooled = x
+    for block in net.blocks:
+        pooled = block(pooled)
+    expected = net.readout(pooled.mean((-2, -1)))
+    assert _rel(net(x), expected) < 1e-6
+    elements = _translations([[1.0, 0.0], [2.0, -3.0]])
+    assert_equivariant(
+        net, Translation(2), x, rep_in=_circular, rep_out=lambda g, y: y, elements=elements
+    )
+
+
+# ----------------------------------------------------------------------------- bad input
+BAD_INPUTS = {
+    "non-square generator": (
+        lambda: PowerLayer(torch.zeros(3, 4, dtype=F64), 1, 1, 1),
+        ValueError,
+        "square",
+    ),
+    "mixed generator sizes": (
+        lambda: PowerLayer([torch.zeros(3, 3), torch.zeros(4, 4)], 1, 1, 1),
+        ValueError,
+        "same size",
+    ),
+    "negative powers": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), -1, 1, 1),
+        ValueError,
+        "powers",
+    ),
+    "powers per generator count": (
+        lambda: PowerLayer(image_generators(3, 3, "translation"), [1, 1, 1], 1, 1),
+        ValueError,
+        "powers",
+    ),
+    "float powers": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1.5, 1, 1),
+        TypeError,
+        "powers",
+    ),
+    "zero dilation": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1, 1, 1, 0),
+        ValueError,
+        "dilation",
+    ),
+    "zero channels": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1, 0, 1),
+        ValueError,
+        "in_channels",
+    ),
+    "magnitude shape": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1, 1, 1, magnitudes=[1.0, 2.0]),
+        ValueError,
+        "magnitudes",
+    ),
+    "image sizes differ": (
+        lambda: PowerLayer(
+            image_generators(3, 3, "shift_x") + image_generators(3, 4, "shift_y"), 1, 1, 1
+        ),
+        ValueError,
+        "base_generators",
+    ),
+    "wrong channel count": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1, 2, 1)(torch.zeros(1, 3, 3, 3)),
+        ValueError,
+        "in_channels",
+    ),
+    "wrong image size": (
+        lambda: PowerLayer(image_generators(3, 3, "shift_x"), 1, 1, 1)(torch.zeros(1, 1, 3, 4)),
+        ValueError,
+        "3x3",
+    ),
+    "wrong vector size": (
+        lambda: PowerLayer(torch.zeros(4, 4), 1, 1, 1)(torch.zeros(1, 1, 5)),
+        ValueError,
+        "feature size",
+    ),
+    "unknown kind": (lambda: image_generators(3, 3, "shear"), ValueError, "kind"),
+    "bad generator factor": (
+        lambda: ImageGenerator(3, 3, row=torch.zeros(3, 4)),
+        ValueError,
+        "row",
+    ),
+    "unknown norm": (
+        lambda: PowerBlock(image_generators(3, 3, "shift_x"), 1, 1, 1, norm="instance"),
+        ValueError,
+        "norm",
+    ),
+    "unknown nonlinearity": (
+        lambda: PowerBlock(image_generators(3, 3, "shift_x"), 1, 1, 1, nonlinearity="swish"),
+        ValueError,
+        "nonlinearity",
+    ),
+    "unknown pooling": (
+        lambda: PowerNet(image_generators(3, 3, "shift_x"), 1, 1, 1, pooling="sum"),
+        ValueError,
+        "pooling",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_raises_naming_the_argument(case):
+    make, error, match = BAD_INPUTS[case]
+    with pytest.raises(error, match=match):
+        make()
+
+
+# ----------------------------------------------------------------------------- devices
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["translation", "scaling", "rotation"])
+def test_device_agreement_with_cpu(device, kind):
+    torch.manual_seed(11)
+    layer = PowerLayer(image_generators(5, 6, kind), 1, 2, 2, magnitudes=0.7).double()
+    x = torch.randn(3, 2, 5, 6, dtype=F64)
+    expected = layer(x)
+    moved = copy.deepcopy(layer).to(device)
+    got = moved(x.to(device))
+    assert got.device.type == torch.device(device).type
+    assert _rel(got.cpu(), expected) < 1e-12
