@@ -12,6 +12,15 @@ from symprior.nn._relaxation import (
     set_strict,
 )
 from symprior.nn.lie_algebra import LieAlgebraConv
+from symprior.nn.nonstationary import (
+    NonStationaryConv2d,
+    NonStationaryGroupConv,
+    NonStationaryKernelConfig,
+    NonStationaryLifting,
+    RandomFourierKernel,
+    lifted_action,
+    sample_grid_offset,
+)
 from symprior.nn.power import (
     IMAGE_GENERATOR_KINDS,
     ImageGenerator,
@@ -47,10 +56,15 @@ __all__ = [
     "GradNorm",
     "ImageGenerator",
     "LieAlgebraConv",
+    "NonStationaryConv2d",
+    "NonStationaryGroupConv",
+    "NonStationaryKernelConfig",
+    "NonStationaryLifting",
     "PowerBlock",
     "PowerLayer",
     "PowerNet",
     "RPPLinear",
+    "RandomFourierKernel",
     "Relaxation",
     "RelaxedModule",
     "RemulLoss",
@@ -61,8 +75,10 @@ __all__ = [
     "equivariance_pairs",
     "hidden_rep",
     "image_generators",
+    "lifted_action",
     "relaxation_parameters",
     "remul_objective",
+    "sample_grid_offset",
     "set_strict",
     "shannon_whittaker_derivative",
 ]

@@ -1,0 +1,162 @@
+"""Speed of the non-stationary layers (paper 004) against strict layers and plain conv2d.
+
+Times forward + backward (median over repeats, after warm-up) in one process, interleaving the
+variants of a comparison within each repeat so load changes hit them alike, and prints the
+machine, the date, the medians and the ratios (median of the per-repeat ratios).
+
+Comparisons (defaults: batch 64, 28 x 28 images, 16 channels, support diameter 7 pixels):
+
+* T(2): strict continuous CNN (``soft="none"``) vs soft T(2) vs ``F.conv2d`` 7 x 7.
+* SE(2) lifting and group convolution: strict vs soft SO(2) vs ``F.conv2d`` with the same
+  channel counts (``C -> R C`` and ``R C -> R C``).
+
+Run ``python benchmarks/layers_nonstationary.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from symprior.groups import SE2
+from symprior.nn.nonstationary import (
+    NonStationaryConv2d,
+    NonStationaryGroupConv,
+    NonStationaryLifting,
+)
+
+
+def _step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        out = fn(x)
+        out.backward(torch.ones_like(out))
+
+    return run
+
+
+def _time(variants: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list]:
+    for run in variants.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _report(title: str, times: dict[str, list], pairs: list[tuple[str, str]]) -> None:
+    print(f"\n{title}")
+    for name, values in times.items():
+        print(f"  {name:<28s} median {statistics.median(values) * 1e3:9.1f} ms")
+    for num, den in pairs:
+        ratio = statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+        print(f"  ratio {num} / {den}: {ratio:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--radius", type=float, default=3.5)
+    parser.add_argument("--rotations", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-group-conv", action="store_true")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    print("symprior benchmark: non-stationary continuous filters (004)")
+    print(f"date     {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine  {platform.platform()} / {platform.processor() or platform.machine()}")
+    print(f"cpus     {os.cpu_count()} (torch threads {torch.get_num_threads()})")
+    print(f"torch    {torch.__version__}")
+    b, n, c, radius, rot = args.batch, args.size, args.channels, args.radius, args.rotations
+    reach = int(radius)
+    print(
+        f"sizes    batch {b}, {n}x{n}, {c} channels, radius {radius} "
+        f"({2 * reach + 1}x{2 * reach + 1} window), R = {rot}; inputs require grad"
+    )
+
+    x = torch.randn(b, c, n, n, requires_grad=True)
+    strict = NonStationaryConv2d(c, c, radius=radius)
+    soft = NonStationaryConv2d(c, c, radius=radius, soft="translation")
+    weight = torch.randn(c, c, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
+    times = _time(
+        {
+            "T(2) strict": _step(strict, x),
+            "T(2) soft translation": _step(soft, x),
+            "conv2d": _step(lambda v: F.conv2d(v, weight, padding=reach), x),
+        },
+        args.warmup,
+        args.repeats,
+    )
+    _report(
+        "T(2) convolution",
+        times,
+        [("T(2) soft translation", "T(2) strict"), ("T(2) strict", "conv2d")],
+    )
+
+    lift_strict = NonStationaryLifting(SE2(), c, c, radius=radius, num_rotations=rot).eval()
+    lift_soft = NonStationaryLifting(
+        SE2(), c, c, radius=radius, num_rotations=rot, soft="rotation"
+    ).eval()
+    lift_weight = torch.randn(c * rot, c, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
+    times = _time(
+        {
+            "SE(2) lifting strict": _step(lift_strict, x),
+            "SE(2) lifting soft SO(2)": _step(lift_soft, x),
+            "conv2d": _step(lambda v: F.conv2d(v, lift_weight, padding=reach), x),
+        },
+        args.warmup,
+        args.repeats,
+    )
+    _report(
+        "SE(2) lifting",
+        times,
+        [("SE(2) lifting soft SO(2)", "SE(2) lifting strict"), ("SE(2) lifting strict", "conv2d")],
+    )
+
+    if args.skip_group_conv:
+        return
+    h = torch.randn(b, c, rot, n, n, requires_grad=True)
+    gconv_strict = NonStationaryGroupConv(SE2(), c, c, radius=radius, num_rotations=rot)
+    gconv_soft = NonStationaryGroupConv(
+        SE2(), c, c, radius=radius, num_rotations=rot, soft="rotation"
+    )
+    g_weight = torch.randn(c * rot, c * rot, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
+    times = _time(
+        {
+            "SE(2) group conv strict": _step(gconv_strict, h),
+            "SE(2) group conv soft SO(2)": _step(gconv_soft, h),
+            "conv2d": _step(lambda v: F.conv2d(v.flatten(1, 2), g_weight, padding=reach), h),
+        },
+        args.warmup,
+        max(3, args.repeats // 2),
+    )
+    _report(
+        "SE(2) group convolution",
+        times,
+        [
+            ("SE(2) group conv soft SO(2)", "SE(2) group conv strict"),
+            ("SE(2) group conv strict", "conv2d"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

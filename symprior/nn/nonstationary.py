@@ -1,0 +1,846 @@
+r"""Non-stationary continuous filters: relaxed group convolutions on images (paper 004).
+
+A group convolution :math:`h(u) = \int_G k(v^{-1}u) f(v)\, d\mu(v)` is equivariant because its
+kernel is *stationary*. 004 (eq. 2) lets the kernel also depend on the absolute element
+:math:`v` of the input,
+
+.. math:: h(u) = \int_G k_\theta(v^{-1}u, v) f(v)\, d\mu(v),
+
+and parameterises :math:`k_\theta` by random Fourier features of Lie-algebra coordinates
+(eq. 6-8, :class:`RandomFourierKernel`) with filter-space frequencies ``omega`` and domain-space
+frequencies ``omega_prime``. ``omega_prime = 0`` gives exactly the group convolution (Remark 2);
+``omega = omega_prime = 0`` a constant kernel, i.e. local pooling over the support (Remark 3).
+Table 1's models choose which subgroups are relaxed: ``soft=`` picks the coordinates of
+:math:`v` that get a (learnable) non-zero ``omega_prime``; the others are fixed at zero.
+
+Layers and layouts
+------------------
+* :class:`NonStationaryConv2d` -- T(2): ``(B, C, H, W) -> (B, C', H, W)``.
+* :class:`NonStationaryLifting` -- SE(2): ``(B, C, H, W) -> (B, C', R, H, W)``; SO(2) acting on
+  the plane about the image centre: ``(B, C, H, W) -> (B, C', R)``.
+* :class:`NonStationaryGroupConv` -- SE(2): ``(B, C, R, H, W) -> (B, C', R, H, W)``; SO(2):
+  ``(B, C, R) -> (B, C', R)``.
+
+Axis ``R`` holds the rotation grid :math:`\theta_r = \theta_0 + 2\pi r / R`. Its action is
+:func:`lifted_action` (spatial :func:`~symprior.groups.transform_image` plus a cyclic shift of
+the rotation axis).
+
+Coordinates
+-----------
+Points follow :func:`symprior.groups.image_coordinates` (origin at the image centre, ``y`` up,
+pixels). Elements of SE(2) are written :math:`v = T(y) R(\varphi)`; a kernel sees
+
+* filter space: :math:`v^{-1}u = T(R_\varphi^{-1}(x - y))\, R(\theta - \varphi)` as
+  :math:`(R_\varphi^{-1}(x-y)/\rho,\ (\theta-\varphi)/2\pi)` with the support radius
+  :math:`\rho` (so the disk is the unit disk);
+* domain space: :math:`(y / s,\ \varphi / 2\pi)` with ``domain_scale`` :math:`s`
+  (default: the image's larger side).
+
+Angles are in turns; :class:`RandomFourierKernel` embeds them on the circle so the kernel is
+smooth on SO(2) for every frequency. These are the coordinates of the semidirect product
+:math:`T(2) \rtimes SO(2)` rather than the matrix logarithm of SE(2): they split into the
+translation and rotation subgroups exactly as Table 1 relaxes them (``omega`` and
+``omega_prime`` components ``x, y`` and ``r``). The lifting is the group convolution of the
+lifted input :math:`f^\uparrow(y, \varphi) = f(y)` with a kernel concentrated at
+:math:`\theta = \varphi` in the rotation, so its filter coordinates are
+:math:`R_\theta^{-1}(x - y)/\rho` and its domain coordinates :math:`(y/s, \theta/2\pi)`.
+Sums over pixels are unweighted (unit pixel area); sums over the input rotation grid are
+divided by ``R`` (the normalised Haar measure of SO(2)).
+
+Which symmetries survive a relaxation follows from how a group element moves :math:`v`:
+a translation leaves the rotation :math:`\varphi` unchanged, so soft SO(2) stays exactly
+T(2)-equivariant; a rotation about the centre moves the position :math:`y`, so soft T(2) breaks
+rotation equivariance as well.
+
+Rotation grid
+-------------
+In training mode the lifting shifts its grid by :math:`\theta_0 \sim U[0, 2\pi/R)` from the
+global torch RNG (Monte-Carlo integration over SO(2), 004 sec. 5); in eval mode
+:math:`\theta_0 = 0`. A group convolution keeps the grid of its input. It needs the absolute
+angle of that grid (the kernel is rotated by the absolute input rotation, and soft SO(2) reads
+it): pass it as ``grid_offset`` (default 0, the eval grid). A network that wants exact
+absolute angles in training draws ``offset = sample_grid_offset(R)`` once per forward and
+passes it to every layer; leaving the default after a randomly shifted lifting keeps every
+layer exactly equivariant but rotates the group convolutions' kernels by the unseen shift.
+
+Cost
+----
+With ``soft`` in ``"none"``/``"rotation"`` the kernel does not depend on position: it is
+evaluated once per (output rotation, input rotation, offset) -- the same ``R^2 K`` points for
+strict and soft SO(2) -- and applied with one ``conv2d``. Soft translation needs a kernel per
+position: the network is evaluated in one batched call on the ``H W x K`` (offset, position)
+pairs and the per-position kernels are contracted with gathered input patches by batched
+matrix products, a tile of positions at a time so the patches (``K C B`` floats per
+position) are never stored whole; the kernels take ``H W K (R C)(R C')`` floats. Its
+multiply-adds equal those of the convolution, but a batched matrix product runs at about half
+the speed of a direct convolution on CPU (see ``benchmarks/layers_nonstationary.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from symprior.groups import SE2, SO2, Group
+from symprior.nn._nonstationary_geometry import (
+    disk_offsets,
+    grid_turns,
+    lifted_action,
+    planar_indices,
+    relative_turns,
+    rotate_inverse,
+    sample_grid_offset,
+)
+from symprior.nn._nonstationary_kernel import NonStationaryKernelConfig, RandomFourierKernel
+from symprior.nn._relaxation import Relaxation, RelaxedModule
+
+__all__ = [
+    "SOFT_MODES",
+    "NonStationaryConv2d",
+    "NonStationaryGroupConv",
+    "NonStationaryKernelConfig",
+    "NonStationaryLifting",
+    "RandomFourierKernel",
+    "lifted_action",
+    "sample_grid_offset",
+]
+
+#: For each group, the ``soft=`` values and the domain coordinates they relax (Table 1).
+SOFT_MODES: dict[str, dict[str, tuple[int, ...]]] = {
+    "T2": {"none": (), "translation": (0, 1)},
+    "SO2": {"none": (), "rotation": (0,)},
+    "SE2": {"none": (), "translation": (0, 1), "rotation": (2,), "both": (0, 1, 2)},
+}
+
+_PADDINGS = ("zeros", "circular")
+
+
+# ------------------------------------------------------------------------------ validation
+def _channels(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _radius(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"radius must be a real number of pixels, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"radius must be a finite number of pixels >= 1, got {value}")
+    return float(value)
+
+
+def _num_rotations(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"num_rotations must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"num_rotations must be >= 1 (4, 8 or 16 in 004), got {value}")
+    return value
+
+
+def _group_key(group: object) -> str:
+    if isinstance(group, SE2):
+        return "SE2"
+    if isinstance(group, SO2) and type(group) is SO2:
+        return "SO2"
+    if isinstance(group, Group):
+        raise ValueError(
+            f"group must be SO2() (rotations of the plane) or SE2() (rigid motions), got {group!r}"
+            " (use NonStationaryConv2d for T(2))"
+        )
+    raise TypeError(f"group must be a symprior.groups.Group, got {type(group).__name__}")
+
+
+def _padding(value: object) -> str:
+    if value not in _PADDINGS:
+        raise ValueError(f"padding must be one of {_PADDINGS}, got {value!r}")
+    return str(value)
+
+
+def _grid_offset(value: object) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"grid_offset must be a real number (radians), got {type(value).__name__}")
+    return float(value)
+
+
+def _check_input(x: object, shape: tuple[str, ...], fixed: dict[int, tuple[str, int]]) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    layout = "(" + ", ".join(shape) + ")"
+    if x.ndim != len(shape):
+        raise ValueError(f"input must have shape {layout}, got {tuple(x.shape)}")
+    for axis, (name, size) in fixed.items():
+        if x.shape[axis] != size:
+            raise ValueError(
+                f"input must have shape {layout} with {name} = {size}, got {tuple(x.shape)}"
+            )
+    return x
+
+
+def _check_fits(radius: float, height: int, width: int) -> None:
+    reach = math.floor(radius)
+    if 2 * reach + 1 > min(height, width):
+        raise ValueError(
+            f"radius {radius} is larger than the {height}x{width} image allows: the support "
+            f"disk needs {2 * reach + 1} pixels per side"
+        )
+
+
+# ------------------------------------------------------------------- per-position products
+#: Bytes of gathered patches per tile of positions. Gathering all patches at once allocates
+#: ``H W K C B`` floats (120 MB for 64 x 16 x 28 x 28 and K = 37); tiles below the allocator's
+#: mmap threshold are reused without page faults and cut the CPU time of the soft T(2) layer by
+#: about a third, while staying large enough for multithreaded products.
+_TILE_BYTES = 16 << 20
+
+
+class _LocalProduct(torch.autograd.Function):
+    r"""Per-position products with gathered patches, ``out[p] = kernels[p]^T patches[p]``.
+
+    ``kernels`` ``(P, Q, M)`` with ``Q = K * C``; ``source`` ``(Np, C, B)``; ``index``
+    ``(P, K)`` rows of ``source`` forming the patch of each position. The patches are
+    gathered tile by tile (``tile`` positions at a time) and never stored: the backward
+    gathers them again. With ``create_graph`` the backward uses differentiable whole-tensor
+    operations, so double backward (Hessians) works.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        kernels: Tensor,
+        source: Tensor,
+        index: Tensor,
+        tile: int,
+    ) -> Tensor:
+        ctx.save_for_backward(kernels, source, index)
+        ctx.tile = tile  # type: ignore[attr-defined]
+        num_pos, width, _ = kernels.shape
+        out = kernels.new_empty(num_pos, kernels.shape[2], source.shape[2])
+        for start in range(0, num_pos, tile):
+            stop = min(start + tile, num_pos)
+            patches = source.index_select(0, index[start:stop].reshape(-1))
+            patches = patches.view(stop - start, width, -1)
+            torch.bmm(kernels[start:stop].transpose(1, 2), patches, out=out[start:stop])
+        return out
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        kernels, source, index = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad = grad.contiguous()
+        num_pos, width, _ = kernels.shape
+        channels, batch = source.shape[1:]
+        if torch.is_grad_enabled():
+            patches = source.index_select(0, index.reshape(-1)).view(num_pos, width, batch)
+            grad_kernels = torch.bmm(patches, grad.transpose(1, 2)) if needs[0] else None
+            grad_source = None
+            if needs[1]:
+                grad_patches = torch.bmm(kernels, grad).view(-1, channels, batch)
+                grad_source = source.new_zeros(source.shape).index_add(
+                    0, index.reshape(-1), grad_patches
+                )
+            return grad_kernels, grad_source, None, None
+        tile: int = ctx.tile  # type: ignore[attr-defined]
+        grad_k = kernels.new_empty(kernels.shape) if needs[0] else None
+        grad_s = source.new_zeros(source.shape) if needs[1] else None
+        for start in range(0, num_pos, tile):
+            stop = min(start + tile, num_pos)
+            rows = index[start:stop].reshape(-1)
+            g = grad[start:stop]
+            if grad_k is not None:
+                patches = source.index_select(0, rows).view(stop - start, width, batch)
+                torch.bmm(patches, g.transpose(1, 2), out=grad_k[start:stop])
+            if grad_s is not None:
+                grad_patches = torch.bmm(kernels[start:stop], g)
+                grad_s.index_add_(0, rows, grad_patches.view(-1, channels, batch))
+        return grad_k, grad_s, None, None
+
+
+# ------------------------------------------------------------------------------ base class
+class _NonStationaryLayer(RelaxedModule):
+    r"""Shared parts: the kernel, ``omega_prime`` on the relaxed coordinates, the registry."""
+
+    omega_prime: Tensor
+    soft_selection: Tensor
+
+    def __init__(
+        self,
+        *,
+        space: str,
+        soft: object,
+        in_channels: int,
+        out_channels: int,
+        filter_dim: int,
+        domain_dim: int,
+        angular_filter: tuple[int, ...],
+        angular_domain: tuple[int, ...],
+        fan_in: float,
+        config: NonStationaryKernelConfig | None,
+    ) -> None:
+        super().__init__()
+        modes = SOFT_MODES[space]
+        if not isinstance(soft, str) or soft not in modes:
+            raise ValueError(f"soft must be one of {tuple(modes)} for {space}, got {soft!r}")
+        if config is None:
+            config = NonStationaryKernelConfig()
+        if not isinstance(config, NonStationaryKernelConfig):
+            raise TypeError(
+                f"config must be a NonStationaryKernelConfig, got {type(config).__name__}"
+            )
+        self.in_channels = _channels(in_channels, "in_channels")
+        self.out_channels = _channels(out_channels, "out_channels")
+        self.soft = soft
+        self.config = config
+        self.kernel = RandomFourierKernel(
+            filter_dim,
+            domain_dim,
+            in_channels * out_channels,
+            num_features=config.num_features,
+            hidden=config.hidden,
+            omega_init=config.omega_init,
+            angular_filter=angular_filter,
+            angular_domain=angular_domain,
+            fan_in=fan_in,
+        )
+        dims = modes[soft]
+        select = torch.zeros(domain_dim, len(dims))
+        for j, d in enumerate(dims):
+            select[d, j] = 1.0
+        self.register_buffer("soft_selection", select, persistent=False)
+        if dims:
+            self.omega_prime = torch.nn.Parameter(
+                torch.full((len(dims),), float(config.omega_prime_init))
+            )
+
+    @property
+    def translation_soft(self) -> bool:
+        r"""Whether the kernel depends on the absolute position (a kernel per pixel)."""
+        return self.soft in ("translation", "both")
+
+    def relaxations(self) -> dict[str, Relaxation]:
+        r"""``{"omega_prime": Relaxation("nonstationary", "omega_prime", 0.0)}``, or ``{}``."""
+        if self.soft == "none":
+            return {}
+        return {"omega_prime": Relaxation("nonstationary", "omega_prime", 0.0)}
+
+    def equivariance_level(self) -> Tensor:
+        r""":math:`\lVert\omega'\rVert_2` over the relaxed coordinates (0 for ``soft="none"``)."""
+        if self.soft == "none":
+            return self.kernel.omega.new_zeros(())
+        return torch.linalg.vector_norm(self.omega_prime)
+
+    def domain_frequencies(self) -> Tensor | None:
+        r"""The full ``(domain_dim,)`` vector :math:`\omega'`, zero off the relaxed coordinates.
+
+        ``None`` for ``soft="none"`` (the kernel sees :math:`\gamma_0`).
+        """
+        if self.soft == "none":
+            return None
+        return self.soft_selection.to(self.omega_prime) @ self.omega_prime
+
+    def _dtype(self) -> torch.dtype:
+        return self.kernel.omega.dtype
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, soft={self.soft!r}"
+
+
+class _PlanarLayer(_NonStationaryLayer):
+    r"""Layers with image axes: T(2) convolution and SE(2) lifting / group convolution."""
+
+    offsets: Tensor
+    flat_offsets: Tensor
+
+    def _init_planar(self, radius: float, padding: object) -> None:
+        self.radius = radius
+        self.padding = _padding(padding)
+        offsets = disk_offsets(radius)
+        self.reach = math.floor(radius)
+        size = 2 * self.reach + 1
+        self.register_buffer("offsets", offsets, persistent=False)
+        flat = (offsets[:, 0] + self.reach) * size + offsets[:, 1] + self.reach
+        self.register_buffer("flat_offsets", flat, persistent=False)
+        self._index_cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+
+    def _filter_points(self) -> Tensor:
+        r"""``(x - y) / rho`` ``(K, 2)`` float64 for input ``y`` = output ``x`` + offset."""
+        # offset (row, col) moves by (col, -row) in (x, y) coordinates; kept float64 whatever
+        # the module's dtype, like every group constant.
+        offsets = self.offsets.to(torch.float64)
+        return torch.stack([-offsets[:, 1], offsets[:, 0]], -1) / self.radius
+
+    def _domain_scale(self, height: int, width: int) -> float:
+        if self.config.domain_scale is not None:
+            return self.config.domain_scale
+        return float(max(height, width))
+
+    def _indices(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (height, width, str(device))
+        if key not in self._index_cache:
+            self._index_cache[key] = planar_indices(
+                height, width, self.offsets, self.padding, device
+            )
+        return self._index_cache[key]
+
+    def _pad(self, x: Tensor) -> Tensor:
+        pad = (self.reach,) * 4
+        return F.pad(x, pad, mode="circular") if self.padding == "circular" else F.pad(x, pad)
+
+    def _planar(
+        self,
+        x: Tensor,
+        filter_coords: Tensor,
+        domain_coords: Tensor,
+        rotations_out: int,
+        rotations_in: int,
+    ) -> Tensor:
+        r"""The operator of eq. 2 on a pixel grid.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, I * S, H, W)``, channel-major then input rotation.
+        filter_coords : Tensor
+            ``(R, S, K, filter_dim)`` float64: coordinates of :math:`v^{-1}u` per output
+            rotation, input rotation and disk offset.
+        domain_coords : Tensor
+            ``(Rd, Sd, domain_dim)`` float64 (``Rd`` in ``{1, R}``, ``Sd`` in ``{1, S}``): the
+            rotation part of :math:`v`; the translation part is added here per position.
+
+        Returns
+        -------
+        Tensor
+            ``(B, O, R, H, W)``.
+        """
+        batch, _, height, width = x.shape
+        _check_fits(self.radius, height, width)
+        dtype = self._dtype()
+        omega_prime = self.domain_frequencies()
+        zf = self.kernel.filter_preactivation(filter_coords.to(device=x.device, dtype=dtype))
+        norm = 1.0 / rotations_in
+        n_in, n_out = self.in_channels, self.out_channels
+        if not self.translation_soft:
+            zd = self.kernel.domain_preactivation(
+                domain_coords.to(device=x.device, dtype=dtype), omega_prime
+            )
+            ker = self.kernel.head(zf + zd[:, :, None, :]).unflatten(-1, (n_in, n_out))
+            ker = ker.permute(4, 0, 3, 1, 2)  # (O, R, I, S, K)
+            size = 2 * self.reach + 1
+            weight = ker.new_zeros(*ker.shape[:-1], size * size)
+            weight = weight.index_copy(-1, self.flat_offsets, ker)
+            weight = weight.reshape(n_out * rotations_out, n_in * rotations_in, size, size)
+            if rotations_in > 1:
+                weight = weight * norm
+            if self.padding == "circular":
+                out = F.conv2d(self._pad(x), weight)
+            else:
+                out = F.conv2d(x, weight, padding=self.reach)
+            return out.view(batch, n_out, rotations_out, height, width)
+
+        index, positions = self._indices(height, width, x.device)
+        num_pos, num_off = index.shape
+        scale = self._domain_scale(height, width)
+        rd, sd = domain_coords.shape[:2]
+        coords = domain_coords.to(x.device)[None].repeat(positions.shape[0], 1, 1, 1)
+        coords[..., :2] = (positions / scale)[:, None, None, :]
+        zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (Np, Rd, Sd, h)
+        zd = zd.index_select(0, index.reshape(-1)).view(num_pos, num_off, rd, sd, -1)
+        pre = zf.permute(0, 2, 1, 3)[None] + zd.permute(0, 2, 1, 3, 4)  # (P, R, K, S, h)
+        ker = self.kernel.head(pre).unflatten(-1, (n_in, n_out))  # (P, R, K, S, I, O)
+        ker = ker.permute(0, 2, 3, 4, 1, 5).reshape(num_pos, -1, rotations_out * n_out)
+        # (Np, S * I, B): one row per padded pixel, input rotation slowest as in ``ker``.
+        source = self._pad(x).view(batch, n_in, rotations_in, -1).permute(3, 2, 1, 0)
+        source = source.reshape(source.shape[0], -1, batch).contiguous()
+        row_bytes = ker.shape[1] * batch * ker.element_size()
+        tile = max(1, _TILE_BYTES // row_bytes)
+        out = _LocalProduct.apply(ker, source, index, tile)  # (P, R * O, B)
+        if rotations_in > 1:
+            out = out * norm
+        out = out.view(num_pos, rotations_out, n_out, batch).permute(3, 2, 1, 0)
+        return out.reshape(batch, n_out, rotations_out, height, width)
+
+
+# ------------------------------------------------------------------------------------ T(2)
+class NonStationaryConv2d(_PlanarLayer):
+    r"""Soft T(2) convolution: a continuous-kernel convolution whose kernel may depend on the
+    absolute input position (004 eq. 2, Table 1 rows "T(2)-CNN" and "soft T(2)-CNN").
+
+    .. math:: h(x) = \sum_{y:\ |x - y| \le \rho} \hat k\big((x - y)/\rho,\ y/s\big)\, f(y),
+
+    :math:`\hat k` a :class:`RandomFourierKernel` with ``omega`` on the offset and
+    ``omega_prime`` (on :math:`(x, y)`, present for ``soft="translation"``) on the position.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    radius : float
+        Support radius :math:`\rho` in pixels (a disk; 004 uses a diameter of 7 pixels).
+    soft : {"none", "translation"}
+        ``"none"``: the strict continuous CNN (no ``omega_prime``); ``"translation"``:
+        learnable ``omega_prime`` of shape ``(2,)``.
+    padding : {"zeros", "circular"}
+        Outside the image; outputs keep the input size.
+    config : NonStationaryKernelConfig, optional
+        Kernel options (features, width, initial frequencies, ``domain_scale``).
+
+    Shapes
+    ------
+    ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> conv = NonStationaryConv2d(1, 2, radius=2.0, soft="translation", padding="circular")
+    >>> x = torch.randn(1, 1, 8, 8)
+    >>> y = conv(x)
+    >>> y.shape
+    torch.Size([1, 2, 8, 8])
+    >>> torch.allclose(conv(x.roll(1, -1)), y.roll(1, -1), atol=1e-5)  # omega' = 0: strict
+    True
+    >>> with torch.no_grad():
+    ...     _ = conv.omega_prime.fill_(0.5)
+    >>> round(conv.equivariance_level().item(), 4)  # |omega'|
+    0.7071
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        radius: float,
+        soft: str = "none",
+        padding: str = "zeros",
+        config: NonStationaryKernelConfig | None = None,
+    ) -> None:
+        radius = _radius(radius)
+        if soft not in SOFT_MODES["T2"]:
+            raise ValueError(
+                f"soft must be one of {tuple(SOFT_MODES['T2'])} for the T(2) convolution, "
+                f"got {soft!r}"
+            )
+        fan_in = _channels(in_channels, "in_channels") * len(disk_offsets(radius))
+        super().__init__(
+            space="T2",
+            soft=soft,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            filter_dim=2,
+            domain_dim=2,
+            angular_filter=(),
+            angular_domain=(),
+            fan_in=fan_in,
+            config=config,
+        )
+        self._init_planar(radius, padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        r"""``(B, in_channels, H, W) -> (B, out_channels, H, W)``."""
+        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
+        filter_coords = self._filter_points()[None, None]
+        domain_coords = filter_coords.new_zeros(1, 1, 2)
+        return self._planar(x, filter_coords, domain_coords, 1, 1)[:, :, 0]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, radius={self.radius}, padding={self.padding!r}"
+
+
+# ------------------------------------------------------------------------------- lifting
+class NonStationaryLifting(_PlanarLayer):
+    r"""Lifting from images to a rotation grid, relaxed by a non-stationary kernel (004 eq. 2).
+
+    SE(2): :math:`h(x, \theta_r) = \sum_{|x - y| \le \rho} \hat k\big(R_{\theta_r}^{-1}(x-y)/\rho,
+    \ (y/s, \theta_r/2\pi)\big) f(y)`, output ``(B, C', R, H, W)``.
+
+    SO(2) acting on the plane (about the image centre): :math:`h(\theta_r) = \sum_{|y| \le \rho}
+    \hat k\big(R_{\theta_r}^{-1}(0 - y)/\rho,\ \theta_r/2\pi\big) f(y)` -- the SE(2) lifting
+    read at the centre -- output ``(B, C', R)``.
+
+    The grid is :math:`\theta_r = \theta_0 + 2\pi r/R`, with :math:`\theta_0` random in training
+    mode and 0 in eval mode unless ``grid_offset`` is given (module docstring).
+
+    Parameters
+    ----------
+    group : SE2 or SO2
+    in_channels, out_channels : int
+    radius : float
+        Support radius :math:`\rho` in pixels.
+    num_rotations : int
+        ``R`` (004 uses 4, 8, 16).
+    soft : str
+        SE(2): ``"none"``, ``"translation"`` (``omega_prime`` on :math:`y`), ``"rotation"`` (on
+        :math:`\theta`) or ``"both"``; SO(2): ``"none"`` or ``"rotation"``.
+    padding : {"zeros", "circular"}
+        SE(2) only (SO(2) reads a disk inside the image).
+    config : NonStationaryKernelConfig, optional
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from symprior.groups import SE2, transform_image
+    >>> _ = torch.manual_seed(0)
+    >>> lift = NonStationaryLifting(SE2(), 1, 3, radius=2.0, num_rotations=4, soft="rotation")
+    >>> x = torch.randn(2, 1, 9, 9)
+    >>> h = lift.eval()(x)
+    >>> h.shape
+    torch.Size([2, 3, 4, 9, 9])
+    >>> g = SE2().exp(torch.tensor([math.pi / 2, 0.0, 0.0]))
+    >>> torch.allclose(lift(transform_image(x, g)), lifted_action(g, h), atol=1e-5)
+    True
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        in_channels: int,
+        out_channels: int,
+        *,
+        radius: float,
+        num_rotations: int = 8,
+        soft: str = "none",
+        padding: str = "zeros",
+        config: NonStationaryKernelConfig | None = None,
+    ) -> None:
+        space = _group_key(group)
+        radius = _radius(radius)
+        num_rotations = _num_rotations(num_rotations)
+        channels = _channels(in_channels, "in_channels")
+        if space == "SO2" and padding != "zeros":
+            raise ValueError(
+                "padding applies to SE2 only: the SO(2) lifting reads a disk inside the image, "
+                f"got padding={padding!r}"
+            )
+        super().__init__(
+            space=space,
+            soft=soft,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            filter_dim=2,
+            domain_dim=3 if space == "SE2" else 1,
+            angular_filter=(),
+            angular_domain=(2,) if space == "SE2" else (0,),
+            fan_in=channels
+            * (len(disk_offsets(radius)) if space == "SE2" else math.pi * radius**2),
+            config=config,
+        )
+        self.num_rotations = num_rotations
+        self.group_key = space
+        self._init_planar(radius, padding)
+
+    def grid(self, grid_offset: float | Tensor | None = None) -> Tensor:
+        r"""Angles :math:`\theta_r` ``(R,)`` float64 of the next forward's grid (eval mode)."""
+        offset = 0.0 if grid_offset is None else _grid_offset(grid_offset)
+        steps = torch.arange(self.num_rotations, dtype=torch.float64)
+        return offset + 2 * math.pi * steps / self.num_rotations
+
+    def forward(self, x: Tensor, grid_offset: float | Tensor | None = None) -> Tensor:
+        r"""Lift ``(B, in_channels, H, W)`` to ``(B, out_channels, R, H, W)`` (SE2) or
+        ``(B, out_channels, R)`` (SO2).
+
+        ``grid_offset`` is :math:`\theta_0` in radians; ``None`` draws it in training mode
+        (:func:`sample_grid_offset`) and uses 0 in eval mode.
+        """
+        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
+        if grid_offset is None:
+            offset = sample_grid_offset(self.num_rotations) if self.training else 0.0
+        else:
+            offset = _grid_offset(grid_offset)
+        angles = self.grid(offset).to(x.device)
+        turns = grid_turns(self.num_rotations, offset, x.device)
+        if self.group_key == "SO2":
+            return self._lift_so2(x, angles, turns)
+        filter_coords = rotate_inverse(self._filter_points(), angles)[:, None]  # (R, 1, K, 2)
+        domain_coords = torch.zeros(self.num_rotations, 1, 3, dtype=torch.float64, device=x.device)
+        domain_coords[:, 0, 2] = turns
+        return self._planar(x, filter_coords, domain_coords, self.num_rotations, 1)
+
+    def _disk_pixels(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (height, width, "so2:" + str(device))
+        if key not in self._index_cache:
+            if 2 * self.radius > min(height, width):
+                raise ValueError(
+                    f"radius {self.radius} is larger than the {height}x{width} image allows: "
+                    f"the SO(2) support disk about the centre needs radius <= "
+                    f"{min(height, width) / 2}"
+                )
+            rows = torch.arange(height, dtype=torch.float64, device=device)
+            cols = torch.arange(width, dtype=torch.float64, device=device)
+            px = (cols - (width - 1) / 2)[None, :].expand(height, width)
+            py = ((height - 1) / 2 - rows)[:, None].expand(height, width)
+            points = torch.stack([px, py], -1).reshape(-1, 2)
+            inside = (points**2).sum(-1) <= self.radius**2 + 1e-9
+            self._index_cache[key] = (inside.nonzero()[:, 0], points[inside])
+        return self._index_cache[key]
+
+    def _lift_so2(self, x: Tensor, angles: Tensor, turns: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        index, points = self._disk_pixels(height, width, x.device)
+        dtype = self._dtype()
+        filter_coords = rotate_inverse(-points / self.radius, angles)  # (R, Y, 2)
+        zf = self.kernel.filter_preactivation(filter_coords.to(dtype))
+        zd = self.kernel.domain_preactivation(
+            turns[:, None, None].to(dtype), self.domain_frequencies()
+        )
+        ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
+        pixels = x.flatten(2).index_select(2, index)  # (B, I, Y)
+        return torch.einsum("biy,ryio->bor", pixels, ker)
+
+    def extra_repr(self) -> str:
+        pad = f", padding={self.padding!r}" if self.group_key == "SE2" else ""
+        return (
+            f"{self.group_key}, {super().extra_repr()}, radius={self.radius}, "
+            f"num_rotations={self.num_rotations}{pad}"
+        )
+
+
+# -------------------------------------------------------------------------- group conv
+class NonStationaryGroupConv(_PlanarLayer):
+    r"""Group convolution on a rotation grid, relaxed by a non-stationary kernel (004 eq. 2).
+
+    SE(2), input and output ``(B, C, R, H, W)`` on the same grid :math:`\varphi_s`:
+
+    .. math:: h(x, \theta_r) = \frac1R \sum_s \sum_{|x-y| \le \rho}
+        \hat k\Big(\big(R_{\varphi_s}^{-1}(x-y)/\rho,\ (\theta_r-\varphi_s)/2\pi\big),\
+        \big(y/s, \varphi_s/2\pi\big)\Big) f(y, \varphi_s).
+
+    SO(2), input and output ``(B, C, R)``: :math:`h(\theta_r) = \frac1R \sum_s
+    \hat k\big((\theta_r - \varphi_s)/2\pi,\ \varphi_s/2\pi\big) f(\varphi_s)` (the whole group
+    is the support).
+
+    Relative angles are computed from grid indices, so a cyclic shift of the grid is an exact
+    symmetry; 90-degree rotations are exact when ``R`` is a multiple of 4.
+
+    Parameters
+    ----------
+    group : SE2 or SO2
+    in_channels, out_channels : int
+    num_rotations : int
+        ``R``, the size of the input's rotation axis.
+    radius : float, optional
+        Spatial support radius in pixels; required for SE2, must be ``None`` for SO2.
+    soft : str
+        As in :class:`NonStationaryLifting` (``omega_prime`` on :math:`y` and/or
+        :math:`\varphi`).
+    padding : {"zeros", "circular"}
+        SE(2) only.
+    config : NonStationaryKernelConfig, optional
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from symprior.groups import SE2
+    >>> _ = torch.manual_seed(0)
+    >>> conv = NonStationaryGroupConv(SE2(), 2, 3, num_rotations=4, radius=1.5)
+    >>> h = torch.randn(1, 2, 4, 7, 7)
+    >>> out = conv(h)
+    >>> out.shape
+    torch.Size([1, 3, 4, 7, 7])
+    >>> g = SE2().exp(torch.tensor([math.pi / 2, 0.0, 0.0]))
+    >>> torch.allclose(conv(lifted_action(g, h)), lifted_action(g, out), atol=1e-5)
+    True
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        in_channels: int,
+        out_channels: int,
+        *,
+        num_rotations: int = 8,
+        radius: float | None = None,
+        soft: str = "none",
+        padding: str = "zeros",
+        config: NonStationaryKernelConfig | None = None,
+    ) -> None:
+        space = _group_key(group)
+        num_rotations = _num_rotations(num_rotations)
+        channels = _channels(in_channels, "in_channels")
+        if space == "SE2":
+            if radius is None:
+                raise ValueError("radius is required for the SE(2) group convolution")
+            radius = _radius(radius)
+            # The 1/R average makes each value a sum of I K terms per rotation, R rotations.
+            fan_in = channels * len(disk_offsets(radius)) / num_rotations
+        else:
+            if radius is not None:
+                raise ValueError(
+                    "radius must be None for the SO(2) group convolution (its support is the "
+                    f"whole group), got {radius!r}"
+                )
+            if padding != "zeros":
+                raise ValueError(f"padding applies to SE2 only, got padding={padding!r}")
+            fan_in = channels / num_rotations
+        planar = space == "SE2"
+        super().__init__(
+            space=space,
+            soft=soft,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            filter_dim=3 if planar else 1,
+            domain_dim=3 if planar else 1,
+            angular_filter=(2,) if planar else (0,),
+            angular_domain=(2,) if planar else (0,),
+            fan_in=fan_in,
+            config=config,
+        )
+        self.num_rotations = num_rotations
+        self.group_key = space
+        if radius is not None:
+            self._init_planar(radius, padding)
+
+    def forward(self, x: Tensor, grid_offset: float | Tensor = 0.0) -> Tensor:
+        r"""``(B, in_channels, R, H, W) -> (B, out_channels, R, H, W)`` (SE2) or
+        ``(B, in_channels, R) -> (B, out_channels, R)`` (SO2).
+
+        ``grid_offset`` is the absolute angle (radians) of rotation channel 0 of the input.
+        """
+        offset = _grid_offset(grid_offset)
+        num = self.num_rotations
+        if self.group_key == "SO2":
+            x = _check_input(x, ("B", "C", "R"), {1: ("C", self.in_channels), 2: ("R", num)})
+            return self._conv_so2(x, offset)
+        x = _check_input(x, ("B", "C", "R", "H", "W"), {1: ("C", self.in_channels), 2: ("R", num)})
+        angles = (offset + 2 * math.pi * torch.arange(num, dtype=torch.float64) / num).to(x.device)
+        turns = grid_turns(num, offset, x.device)
+        spatial = rotate_inverse(self._filter_points(), angles)  # (S, K, 2)
+        num_off = spatial.shape[1]
+        filter_coords = torch.cat(
+            [
+                spatial[None].expand(num, num, num_off, 2),
+                relative_turns(num, x.device)[:, :, None, None].expand(num, num, num_off, 1),
+            ],
+            -1,
+        )  # (R, S, K, 3)
+        domain_coords = torch.zeros(1, num, 3, dtype=torch.float64, device=x.device)
+        domain_coords[0, :, 2] = turns
+        flat = x.reshape(x.shape[0], -1, *x.shape[-2:])
+        return self._planar(flat, filter_coords, domain_coords, num, num)
+
+    def _conv_so2(self, x: Tensor, offset: float) -> Tensor:
+        dtype = self._dtype()
+        turns = grid_turns(self.num_rotations, offset, x.device)
+        relative = relative_turns(self.num_rotations, x.device)
+        zf = self.kernel.filter_preactivation(relative.to(dtype)[..., None])
+        zd = self.kernel.domain_preactivation(
+            turns[None, :, None].to(dtype), self.domain_frequencies()
+        )
+        ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
+        return torch.einsum("bis,rsio->bor", x, ker) / self.num_rotations
+
+    def extra_repr(self) -> str:
+        spatial = (
+            f", radius={self.radius}, padding={self.padding!r}" if self.group_key == "SE2" else ""
+        )
+        return (
+            f"{self.group_key}, {super().extra_repr()}, num_rotations={self.num_rotations}{spatial}"
+        )
