@@ -29,15 +29,32 @@ def main() -> None:
     r3 = V(G3) ** 3
     cases = [
         ("SO(3) V⊗V⊗V -> V⊗V⊗V (729 unknowns)", r3, r3, True),
-        ("SO(3) 8V+8S -> 8V+8S (1024 unknowns)", 8 * V(G3) + 8 * Scalar(G3), 8 * V(G3) + 8 * Scalar(G3), True),
-        ("SO(2) 96V+64S -> 96V+64S (RPP hidden, 256 ch)", 96 * V(G2) + 64 * Scalar(G2), 96 * V(G2) + 64 * Scalar(G2), False),
-        ("SO(3) 64V+64S -> 64V+64S (RPP hidden, 256 ch)", 64 * V(G3) + 64 * Scalar(G3), 64 * V(G3) + 64 * Scalar(G3), False),
+        (
+            "SO(3) 8V+8S -> 8V+8S (1024 unknowns)",
+            8 * V(G3) + 8 * Scalar(G3),
+            8 * V(G3) + 8 * Scalar(G3),
+            True,
+        ),
+        (
+            "SO(2) 96V+64S -> 96V+64S (RPP hidden, 256 ch)",
+            96 * V(G2) + 64 * Scalar(G2),
+            96 * V(G2) + 64 * Scalar(G2),
+            False,
+        ),
+        (
+            "SO(3) 64V+64S -> 64V+64S (RPP hidden, 256 ch)",
+            64 * V(G3) + 64 * Scalar(G3),
+            64 * V(G3) + 64 * Scalar(G3),
+            False,
+        ),
     ]
     print(f"{'case':50s} {'symprior (s)':>13s} {'dense SVD (s)':>14s} {'ratio':>8s}")
     for name, rep_in, rep_out, with_dense in cases:
-        t_ours = median_time(lambda: cold_blockwise(rep_in, rep_out), repeats=3, warmup=0)
+        t_ours = median_time(lambda a=rep_in, b=rep_out: cold_blockwise(a, b), repeats=3, warmup=0)
         if with_dense:
-            t_dense = median_time(lambda: dense_whole(rep_in, rep_out), repeats=3, warmup=0)
+            t_dense = median_time(
+                lambda a=rep_in, b=rep_out: dense_whole(a, b), repeats=3, warmup=0
+            )
             print(f"{name:50s} {t_ours:13.4f} {t_dense:14.4f} {t_ours / t_dense:8.3f}")
         else:
             print(f"{name:50s} {t_ours:13.4f} {'(infeasible)':>14s} {'-':>8s}")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import machine, median_time
 from scipy.integrate import solve_ivp
 
-sys.path.insert(0, "/work/main/benchmarks")
-from _common import machine, median_time  # noqa: E402
-
-from symprior.data import (  # noqa: E402
+from symprior.data import (
     nbody,
     pendulum,
     power_rotation,
@@ -21,7 +18,7 @@ from symprior.data import (  # noqa: E402
     simulate_nbody,
     synthetic,
 )
-from symprior.data.nbody import _initial_states  # noqa: E402
+from symprior.data.nbody import _initial_states
 
 
 def main() -> None:
@@ -32,11 +29,23 @@ def main() -> None:
     t = np.arange(6000) * 0.01
 
     def scipy_pendulum() -> None:
-        solve_ivp(lambda _, s: [s[1], -0.2 * s[1] - 9.8 * s[0]], (0, t[-1]), [math.pi / 3, 0.0],
-                  t_eval=t, rtol=1e-9, atol=1e-9)
+        solve_ivp(
+            lambda _, s: [s[1], -0.2 * s[1] - 9.8 * s[0]],
+            (0, t[-1]),
+            [math.pi / 3, 0.0],
+            t_eval=t,
+            rtol=1e-9,
+            atol=1e-9,
+        )
 
-    rows.append(("pendulum 6000 steps", median_time(lambda: pendulum()),
-                 "scipy solve_ivp RK45 rtol 1e-9", median_time(scipy_pendulum)))
+    rows.append(
+        (
+            "pendulum 6000 steps",
+            median_time(lambda: pendulum()),
+            "scipy solve_ivp RK45 rtol 1e-9",
+            median_time(scipy_pendulum),
+        )
+    )
 
     # N-body: batched semi-implicit Euler vs a Python loop over samples of the same steps.
     gen = torch.Generator().manual_seed(0)
@@ -51,10 +60,17 @@ def main() -> None:
                 vi = vi + 0.001 * (mi[None, :, None] * d / r[..., None] ** 3).sum(1)
                 xi = xi + 0.001 * vi
 
-    rows.append(("simulate_nbody 500 samples", median_time(lambda: simulate_nbody(m, x, v)),
-                 "per-sample torch loop", median_time(per_sample, repeats=3)))
-    rows.append(("nbody(5000) full dataset", median_time(lambda: nbody(5000), repeats=3),
-                 "-", float("nan")))
+    rows.append(
+        (
+            "simulate_nbody 500 samples",
+            median_time(lambda: simulate_nbody(m, x, v)),
+            "per-sample torch loop",
+            median_time(per_sample, repeats=3),
+        )
+    )
+    rows.append(
+        ("nbody(5000) full dataset", median_time(lambda: nbody(5000), repeats=3), "-", float("nan"))
+    )
 
     # Digits: rotation of all 1797 digits on a 16x16 canvas vs affine_grid + grid_sample.
     data = rotated_digits(seed=0)
@@ -66,16 +82,25 @@ def main() -> None:
         grid = F.affine_grid(theta, list(base.shape), align_corners=False)
         F.grid_sample(base, grid, align_corners=False)
 
-    rows.append(("rotated_digits() 1797 x 16x16", median_time(lambda: rotated_digits(seed=0)),
-                 "affine_grid+grid_sample (rotation only)", median_time(grid_sample)))
-    rows.append(("power_rotation(4096)", median_time(lambda: power_rotation(4096)),
-                 "-", float("nan")))
+    rows.append(
+        (
+            "rotated_digits() 1797 x 16x16",
+            median_time(lambda: rotated_digits(seed=0)),
+            "affine_grid+grid_sample (rotation only)",
+            median_time(grid_sample),
+        )
+    )
+    rows.append(
+        ("power_rotation(4096)", median_time(lambda: power_rotation(4096)), "-", float("nan"))
+    )
     rows.append(("synthetic(100000)", median_time(lambda: synthetic(100_000)), "-", float("nan")))
 
     for name, ours, base_name, theirs in rows:
         ratio = ours / theirs if theirs == theirs else float("nan")
-        print(f"{name:32s} {ours * 1e3:9.2f} ms | {base_name:40s} {theirs * 1e3:9.2f} ms"
-              f" | ratio {ratio:.3f}")
+        print(
+            f"{name:32s} {ours * 1e3:9.2f} ms | {base_name:40s} {theirs * 1e3:9.2f} ms"
+            f" | ratio {ratio:.3f}"
+        )
 
 
 if __name__ == "__main__":

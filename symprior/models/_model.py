@@ -48,9 +48,11 @@ class SymmetryModel(PyroModule):
     >>> from symprior.nn.rpp import RPPLinear
     >>> from symprior.models import Gaussian
     >>> model = SymmetryModel(RPPLinear(V(SO2()), V(SO2())), Gaussian(0.1))
-    >>> trace = pyro.poutine.trace(model).get_trace(torch.zeros(4, 2))
-    >>> sorted(n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"])
+    >>> trace = pyro.poutine.trace(model).get_trace(torch.zeros(4, 2), torch.zeros(4, 2))
+    >>> sorted(model.site_names()["relaxations"])
     ['bias_residual', 'residual']
+    >>> [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
+    ['residual', 'bias_residual', 'data']
     """
 
     def __init__(

@@ -60,6 +60,11 @@ class Hyperparameter:
                     f"{name}: a hyperprior must have positive support (e.g. Gamma, LogNormal, "
                     f"HalfNormal), got {type(value).__name__} with support {support}"
                 )
+        elif isinstance(value, Tensor):
+            # A tensor value is fixed in the model but may carry gradients (evidence-based
+            # learning of hyperparameters differentiates through it).
+            if value.numel() != 1 or not bool((value.detach() > 0).all()):
+                raise ValueError(f"{name} must be a positive scalar, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(
                 f"{name} must be a positive number or a pyro distribution, got "
@@ -84,6 +89,8 @@ class Hyperparameter:
         self, param_name: str, cache: HyperCache | None, *, dtype: torch.dtype, device: torch.device
     ) -> Tensor:
         r"""The value as a tensor; samples the site (once per model call) when random."""
+        if isinstance(self.value, Tensor):
+            return self.value.reshape(()).to(dtype=dtype, device=device)
         if not isinstance(self.value, PyroDistribution):
             return torch.tensor(float(self.value), dtype=dtype, device=device)
         site = self.site(param_name)

@@ -1,0 +1,385 @@
+r"""Shared machinery of the optimisation engines: options, the step loop, checkpoints, NaN guards.
+
+The loop keeps everything on the engine's device. Finiteness of the loss and gradients is
+accumulated on the device and read back only every ``check_every`` steps (every step on CPU); a
+checkpoint of the last checked state is kept so a divergence restores the last finite parameters
+and names the first bad step. Checkpoints are written atomically (temporary file, then rename) and
+resuming restores parameters, optimiser, scheduler and RNG states, so a resumed run reproduces the
+uninterrupted one exactly (same seed, same data).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pyro
+import torch
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from symprior.inference._data import Batches, as_batches
+from symprior.inference._posterior import Posterior, atomic_save
+
+__all__ = ["DivergenceError", "Engine", "TrainOptions", "latent_sites"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class DivergenceError(RuntimeError):
+    r"""A step produced a non-finite loss or gradient.
+
+    Attributes
+    ----------
+    step : int
+        The first bad step (0-based).
+    posterior : Posterior or None
+        The posterior at the last finite parameters.
+    """
+
+    def __init__(self, message: str, *, step: int, posterior: Posterior | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.posterior = posterior
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    r"""Options of the optimisation loop shared by :class:`MAP`, :class:`SVI` and Laplace's MAP.
+
+    Attributes
+    ----------
+    num_epochs : int
+        Passes over the data.
+    batch_size : int or None
+        Minibatch size (``None``: full batch). The likelihood is scaled by N / batch.
+    lr : float
+        Learning rate (Adam), or initial step length (L-BFGS; 1 is usual).
+    optimizer : {"adam", "lbfgs"}
+        Adam over minibatches, or L-BFGS with a strong-Wolfe line search (full batch; one
+        "step" is one L-BFGS iteration) for small models where an exact mode matters.
+    scheduler : callable or None
+        ``scheduler(optimizer) -> torch.optim.lr_scheduler.LRScheduler``, stepped every step.
+    clip_norm : float or None
+        Clip the gradient norm to this value.
+    progress : bool
+        Show a progress bar.
+    checkpoint_dir : str, Path or None
+        Where ``checkpoint.pt`` is written every ``checkpoint_every`` steps.
+    checkpoint_every : int or None
+    check_every : int or None
+        Read the finiteness flag back from the device every this many steps (default: 1 on CPU,
+        25 on CUDA).
+    seed : int
+        Seeds the data order and Pyro's RNG.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (``"cuda:0"``...): model, data and optimiser state live there.
+    """
+
+    num_epochs: int = 100
+    batch_size: int | None = None
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    clip_norm: float | None = None
+    progress: bool = True
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    check_every: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _positive_int(self.num_epochs, "num_epochs")
+        if self.batch_size is not None:
+            _positive_int(self.batch_size, "batch_size")
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {self.optimizer!r}")
+        if self.optimizer == "lbfgs" and self.batch_size is not None:
+            raise ValueError("optimizer='lbfgs' needs full-batch steps: leave batch_size=None")
+        if self.clip_norm is not None and not (
+            isinstance(self.clip_norm, int | float) and self.clip_norm > 0
+        ):
+            raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm!r}")
+        for name in ("checkpoint_every", "check_every"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(value, name)
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was requested but no CUDA device is available")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def latent_sites(trace: pyro.poutine.Trace) -> list[str]:
+    r"""Names of the unobserved sample sites of a model trace (plates excluded)."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class Engine(abc.ABC):
+    r"""Base class of inference engines: ``engine.fit(model, data) -> Posterior``."""
+
+    name = "engine"
+
+    def __init__(self, options: TrainOptions | None = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise TypeError("give either options=TrainOptions(...) or keyword options, not both")
+        try:
+            self.options = options if options is not None else TrainOptions(**kwargs)
+        except TypeError as err:
+            fields = sorted(f.name for f in dataclasses.fields(TrainOptions))
+            raise TypeError(f"{err}; the training options are {fields}") from None
+        self.losses: list[float] = []
+
+    @abc.abstractmethod
+    def fit(self, model: Any, data: Any, *, resume: bool = False) -> Posterior:
+        r"""Infer the posterior of ``model`` given ``data``."""
+
+    # --------------------------------------------------------------------------- helpers
+    def _batches(self, data: Any) -> Batches:
+        o = self.options
+        return as_batches(data, batch_size=o.batch_size, seed=o.seed, device=o.torch_device)
+
+    def _run(
+        self,
+        objective: Callable[[Tensor, Tensor | None], Tensor],
+        params: Mapping[str, Tensor],
+        batches: Batches,
+        make_posterior: Callable[[], Posterior],
+        *,
+        resume: bool,
+        description: str,
+    ) -> None:
+        r"""The optimisation loop over epochs and batches of ``objective``."""
+        o = self.options
+        device = o.torch_device
+        names = list(params)
+        tensors = [params[n] for n in names]
+        optimizer: torch.optim.Optimizer
+        if o.optimizer == "lbfgs":
+            optimizer = torch.optim.LBFGS(
+                tensors,
+                lr=o.lr,
+                max_iter=20,
+                tolerance_grad=1e-12,
+                tolerance_change=1e-16,
+                line_search_fn="strong_wolfe",
+            )
+        else:
+            optimizer = torch.optim.Adam(tensors, lr=o.lr)
+        scheduler = o.scheduler(optimizer) if o.scheduler is not None else None
+        check_every = o.check_every or (1 if device.type == "cpu" else 25)
+        if o.optimizer == "lbfgs":
+            check_every = 1
+        total = o.num_epochs * batches.num_batches
+        path = Path(o.checkpoint_dir) / CHECKPOINT_NAME if o.checkpoint_dir is not None else None
+
+        step, start_epoch, skip = 0, 0, 0
+        epoch_rng: dict[str, Tensor] | None = None
+        step_rng: dict[str, Tensor] = {}
+        self.losses = []
+        if resume:
+            if path is None:
+                raise ValueError("resume=True needs checkpoint_dir")
+            if path.exists():
+                ckpt = torch.load(path, map_location=device, weights_only=True)
+                if ckpt.get("engine") != self.name or list(ckpt["params"]) != names:
+                    raise ValueError(
+                        f"the checkpoint {path} belongs to another engine or model "
+                        f"({ckpt.get('engine')!r}, {len(ckpt['params'])} parameters)"
+                    )
+                with torch.no_grad():
+                    for n, t in zip(names, tensors, strict=True):
+                        t.copy_(ckpt["params"][n])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                if scheduler is not None and ckpt.get("scheduler") is not None:
+                    scheduler.load_state_dict(ckpt["scheduler"])
+                step, start_epoch, skip = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+                self.losses = list(ckpt["losses"])
+                epoch_rng = ckpt["epoch_rng"]
+                step_rng = ckpt["rng"]
+
+        # Snapshot of the last state known to be finite (restored on divergence).
+        def snapshot() -> dict[str, Any]:
+            return {
+                "params": {n: t.detach().clone() for n, t in zip(names, tensors, strict=True)},
+                "optimizer": _clone_state(optimizer.state_dict()),
+            }
+
+        good = snapshot() if check_every > 1 or o.optimizer == "lbfgs" else None
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        pending: list[Tensor] = []
+        bar = tqdm(total=total, initial=step, desc=description, disable=not o.progress, leave=False)
+
+        def check(current_step: int) -> None:
+            nonlocal good
+            if bool(bad):
+                bad_step = int(first_bad)
+                if good is not None:
+                    with torch.no_grad():
+                        for n, t in zip(names, tensors, strict=True):
+                            t.copy_(good["params"][n])
+                    optimizer.load_state_dict(good["optimizer"])
+                bar.close()
+                raise DivergenceError(
+                    f"{self.name}: step {bad_step} produced a non-finite loss or gradient; the "
+                    f"parameters were restored to their last finite values",
+                    step=bad_step,
+                    posterior=make_posterior(),
+                )
+            if pending:
+                values = torch.stack(pending).tolist()
+                self.losses.extend(values)
+                pending.clear()
+                bar.set_postfix(loss=f"{values[-1]:.4g}")
+            if good is not None:
+                good = snapshot()
+
+        # Inside the loop NaNs must reach the finiteness check rather than trip Pyro's argument
+        # validation (which raises a ValueError); validation already ran on the initial trace.
+        validation = pyro.validation_enabled(False)
+        validation.__enter__()
+        try:
+            for epoch in range(start_epoch, o.num_epochs):
+                resuming = resume and epoch == start_epoch and step > 0
+                mid_epoch = resuming and epoch_rng is not None
+                if resuming:
+                    # A loader's shuffle draws from the global RNG when iteration starts: replay
+                    # it from the epoch start, then restore the RNG of the interrupted step.
+                    _set_rng_state(epoch_rng if mid_epoch else step_rng, device)  # type: ignore[arg-type]
+                if batches.is_loader:
+                    epoch_rng = _rng_state(device)
+                for b, (xb, yb) in enumerate(batches.epoch(epoch)):
+                    if epoch == start_epoch and b < skip:
+                        continue
+                    if mid_epoch and b == skip:
+                        _set_rng_state(step_rng, device)
+                    if o.optimizer == "lbfgs":
+
+                        def closure(xb: Tensor = xb, yb: Tensor | None = yb) -> Tensor:
+                            optimizer.zero_grad(set_to_none=True)
+                            value = objective(xb, yb)
+                            value.backward()
+                            return value
+
+                        loss = cast(Tensor, optimizer.step(closure))
+                        finite = torch.isfinite(loss.detach())
+                        for t in tensors:
+                            finite = finite & torch.isfinite(t.detach()).all()
+                        first_bad = torch.where(
+                            ~finite, torch.full_like(first_bad, step), first_bad
+                        )
+                        bad = bad | ~finite
+                        pending.append(loss.detach())
+                        check(step)
+                        step += 1
+                        bar.update(1)
+                        continue
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = objective(xb, yb)
+                    loss.backward()
+                    finite = torch.isfinite(loss.detach())
+                    for t in tensors:
+                        if t.grad is not None:
+                            finite = finite & torch.isfinite(t.grad).all()
+                    first_bad = torch.where(
+                        ~finite & ~bad, torch.full_like(first_bad, step), first_bad
+                    )
+                    bad = bad | ~finite
+                    pending.append(loss.detach())
+                    last = step + 1 == total
+                    if (step + 1) % check_every == 0 or last or check_every == 1:
+                        check(step)
+                    if o.clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(tensors, o.clip_norm)
+                    optimizer.step()  # type: ignore[call-arg]  # Adam; L-BFGS steps above
+                    if scheduler is not None:
+                        scheduler.step()
+                    step += 1
+                    bar.update(1)
+                    if (
+                        path is not None
+                        and o.checkpoint_every is not None
+                        and step % o.checkpoint_every == 0
+                    ):
+                        check(step)
+                        next_batch = b + 1
+                        next_epoch = epoch
+                        if next_batch >= batches.num_batches:
+                            next_epoch, next_batch = epoch + 1, 0
+                        atomic_save(
+                            {
+                                "engine": self.name,
+                                "step": step,
+                                "epoch": next_epoch,
+                                "batch": next_batch,
+                                "params": {
+                                    n: t.detach() for n, t in zip(names, tensors, strict=True)
+                                },
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict() if scheduler else None,
+                                "losses": list(self.losses),
+                                "rng": _rng_state(device),
+                                "epoch_rng": epoch_rng
+                                if next_batch and batches.is_loader
+                                else None,
+                            },
+                            path,
+                        )
+                skip = 0
+            check(step)
+        finally:
+            validation.__exit__(None, None, None)
+            bar.close()
+
+
+def _clone_state(state: Any) -> Any:
+    if isinstance(state, Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _clone_state(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_clone_state(v) for v in state]
+    return state

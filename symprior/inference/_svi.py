@@ -1,0 +1,183 @@
+r"""Stochastic variational inference over a :class:`~symprior.models.SymmetryModel`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    init_to_value,
+)
+from torch import Tensor
+
+from symprior.inference._engine import Engine, TrainOptions, latent_sites
+from symprior.inference._map import as_symmetry_model, initial_value
+from symprior.inference._posterior import (
+    Block,
+    DeltaBlock,
+    DiagonalBlock,
+    FullBlock,
+    LowRankBlock,
+    Posterior,
+    SiteInfo,
+    constraint_name,
+)
+
+__all__ = ["GUIDES", "SVI"]
+
+#: The guide families, by key.
+GUIDES = ("delta", "normal", "lowrank", "fullrank")
+
+
+class SVI(Engine):
+    r"""Variational inference with a Pyro autoguide over the model's latent sites.
+
+    The latent sites are the relaxation parameters (and hyperparameters) — the default, weights
+    being point estimates optimised jointly with the ELBO — or, for a model built with a
+    ``weight_prior``, every weight too ("a guide over everything").
+
+    Parameters
+    ----------
+    guide : {"delta", "normal", "lowrank", "fullrank"}
+        Point mass, mean-field normal, low-rank-plus-diagonal or full-rank multivariate normal
+        (in unconstrained space).
+    rank : int, optional
+        Rank of the ``"lowrank"`` guide (Pyro's default when ``None``).
+    num_particles : int
+        Monte-Carlo samples per ELBO estimate.
+    init_scale : float
+        Initial scale of the Gaussian guides.
+    options, **kwargs
+        Loop options, as for :class:`MAP`.
+    """
+
+    name = "svi"
+
+    def __init__(
+        self,
+        guide: str = "normal",
+        *,
+        rank: int | None = None,
+        num_particles: int = 1,
+        init_scale: float = 0.01,
+        options: TrainOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(options, **kwargs)
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        if (
+            isinstance(num_particles, bool)
+            or not isinstance(num_particles, int)
+            or num_particles < 1
+        ):
+            raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"rank must be an int >= 1 or None, got {rank!r}")
+        if not (isinstance(init_scale, int | float) and init_scale > 0):
+            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        self.guide_kind = guide
+        self.rank = rank
+        self.num_particles = num_particles
+        self.init_scale = float(init_scale)
+
+    def _guide(self, model: Any, init: dict[str, Tensor]) -> Any:
+        init_fn = init_to_value(values=init)
+        if self.guide_kind == "delta":
+            return AutoDelta(model, init_loc_fn=init_fn)
+        if self.guide_kind == "normal":
+            return AutoNormal(model, init_loc_fn=init_fn, init_scale=self.init_scale)
+        if self.guide_kind == "lowrank":
+            return AutoLowRankMultivariateNormal(
+                model, init_loc_fn=init_fn, init_scale=self.init_scale, rank=self.rank
+            )
+        return AutoMultivariateNormal(model, init_loc_fn=init_fn, init_scale=self.init_scale)
+
+    def fit(self, model: Any, data: Any, *, resume: bool = False) -> Posterior:
+        model = as_symmetry_model(model)
+        o = self.options
+        batches = self._batches(data)
+        model.to(o.torch_device)
+        store = pyro.get_param_store()
+        devices = [o.torch_device.index or 0] if o.torch_device.type == "cuda" else []
+        with store.scope(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(o.seed)
+            x0, y0 = next(iter(batches.epoch(0)))
+            num_data = batches.num_data
+            trace = pyro.poutine.trace(model).get_trace(x0, y0, num_data=num_data)
+            names = latent_sites(trace)
+            sites = [
+                SiteInfo(
+                    n,
+                    tuple(trace.nodes[n]["fn"].shape()),
+                    constraint_name(trace.nodes[n]["fn"].support),
+                )
+                for n in names
+            ]
+            init = {n: initial_value(model, n, trace.nodes[n]) for n in names}
+            guide = self._guide(model, init)
+            elbo = Trace_ELBO(num_particles=self.num_particles)
+            elbo.differentiable_loss(model, guide, x0, y0, num_data=num_data)  # creates params
+            params = dict(store.named_parameters())
+
+            def objective(xb: Tensor, yb: Tensor | None) -> Tensor:
+                return elbo.differentiable_loss(model, guide, xb, yb, num_data=num_data)
+
+            def make_posterior() -> Posterior:
+                return Posterior(
+                    sites,
+                    self._blocks(guide, names, sites),
+                    {
+                        n: store[n].detach().clone()
+                        for n in store.keys()
+                        if not n.startswith("Auto")
+                    },
+                    engine=self.name,
+                    info={"guide": self.guide_kind, "losses": list(self.losses)},
+                    model=model,
+                )
+
+            self._run(objective, params, batches, make_posterior, resume=resume, description="SVI")
+            return make_posterior()
+
+    def _blocks(self, guide: Any, names: list[str], sites: list[SiteInfo]) -> list[Block]:
+        if not names:
+            return []
+        with torch.no_grad():
+            if self.guide_kind == "delta":
+                median = guide.median()
+                loc = torch.cat([s.to_unconstrained(median[s.name]) for s in sites])
+                return [DeltaBlock(list(names), loc)]
+            if self.guide_kind == "normal":
+                locs, scales = [], []
+                for n in names:
+                    loc, scale = guide._get_loc_and_scale(n)
+                    locs.append(loc.detach().reshape(-1))
+                    scales.append(scale.detach().reshape(-1))
+                return [DiagonalBlock(list(names), torch.cat(locs), torch.cat(scales))]
+            order = list(guide._unconstrained_shapes)
+            if order != names:
+                raise RuntimeError(f"guide site order {order} differs from the model's {names}")
+            posterior = guide.get_posterior()
+            if self.guide_kind == "lowrank":
+                return [
+                    LowRankBlock(
+                        list(names),
+                        posterior.loc.detach().clone(),
+                        cov_factor=posterior.cov_factor.detach().clone(),
+                        cov_diag=posterior.cov_diag.detach().clone(),
+                    )
+                ]
+            return [
+                FullBlock(
+                    list(names),
+                    posterior.loc.detach().clone(),
+                    scale_tril=posterior.scale_tril.detach().clone(),
+                )
+            ]

@@ -1,0 +1,284 @@
+import math
+import os
+
+import pyro
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import symprior
+from symprior.groups import SO2, Scalar, V
+from symprior.inference import MAP, SVI, DivergenceError, NoEvidenceError, Posterior
+from symprior.inference import _posterior as posterior_module
+from symprior.models import Gaussian, SymmetryModel
+from symprior.nn import RPPMLP, equivariance_levels
+from tests.conftest import DEVICES
+from tests.inference.linear_gaussian import closed_form, make
+
+
+def _mlp_model(seed=0):
+    torch.manual_seed(seed)
+    net = RPPMLP(V(SO2()), V(SO2()), 3 * V(SO2()) + 2 * Scalar(SO2()), 1).double()
+    return SymmetryModel(net, Gaussian(0.2))
+
+
+def _mlp_data(n=24, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    return x, 1.5 * x + 0.1 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+
+
+def test_map_equals_the_closed_form_posterior_mode():
+    model, x, y = make()
+    _, mean, _, _, _, _, _ = closed_form(model, x, y)
+    post = MAP(num_epochs=10, lr=1.0, optimizer="lbfgs", progress=False).fit(model, (x, y))
+    assert torch.allclose(post.loc(), mean, rtol=1e-6, atol=1e-9)
+    # the network holds the mode afterwards
+    assert torch.allclose(model.network.residual.detach().reshape(-1), mean[:4], rtol=1e-6)
+
+
+def _decay(steps):
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.02, 1 - s / steps))
+
+
+def test_full_rank_svi_recovers_mean_and_covariance():
+    model, x, y = make(s_res=0.2)
+    _, mean, cov, _, _, _, _ = closed_form(model, x, y, s_res=0.2)
+    engine = SVI(
+        "fullrank",
+        num_epochs=1000,
+        lr=0.05,
+        scheduler=_decay(1000),
+        num_particles=2,
+        init_scale=0.05,
+        progress=False,
+    )
+    post = engine.fit(model, (x, y))
+    sd = cov.diagonal().sqrt()
+    # Monte-Carlo error of the ELBO gradients, averaged by the decaying step size: the means
+    # within 0.2 posterior sd, variances within 25%, correlations within 0.15
+    assert float(((post.loc() - mean).abs() / sd).max()) < 0.2
+    block_cov = post.covariance()
+    assert torch.allclose(block_cov.diagonal(), cov.diagonal(), rtol=0.25)
+    corr = block_cov / torch.outer(block_cov.diagonal().sqrt(), block_cov.diagonal().sqrt())
+    true_corr = cov / torch.outer(sd, sd)
+    assert float((corr - true_corr).abs().max()) < 0.15
+
+
+def test_mean_field_svi_recovers_the_means():
+    model, x, y = make(s_res=0.2)
+    _, mean, cov, _, _, _, _ = closed_form(model, x, y, s_res=0.2)
+    engine = SVI("normal", num_epochs=1000, lr=0.05, scheduler=_decay(1000), progress=False)
+    post = engine.fit(model, (x, y))
+    sd = cov.diagonal().sqrt()
+    # mean-field recovers the means of a Gaussian posterior and underestimates its variances
+    assert float(((post.loc() - mean).abs() / sd).max()) < 0.25
+    assert bool((post.covariance().diagonal() <= cov.diagonal() * 1.3).all())
+
+
+@pytest.mark.parametrize("guide", ["delta", "normal", "lowrank", "fullrank"])
+def test_svi_guides_produce_their_block_kind(guide):
+    model, x, y = make()
+    post = SVI(guide, num_epochs=5, progress=False).fit(model, (x, y))
+    kind = {"delta": "delta", "normal": "diagonal", "lowrank": "lowrank", "fullrank": "full"}[guide]
+    assert [b.kind for b in post.blocks] == [kind]
+    draws = post.sample(4, torch.Generator().manual_seed(0))
+    assert set(draws) == {"residual", "bias_residual", "coeffs", "bias_coeffs"}
+
+
+def _interrupting(model, after_calls):
+    calls = {"n": 0}
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after_calls:
+            raise KeyboardInterrupt("killed")
+        return original(*args, **kwargs)
+
+    model.forward = forward
+    return model
+
+
+@pytest.mark.parametrize("engine", ["map", "svi"])
+@pytest.mark.parametrize("data_kind", ["tensors", "loader"])
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, engine, data_kind):
+    x, y = _mlp_data(n=24)
+
+    def data():
+        if data_kind == "tensors":
+            return (x, y)
+        return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+
+    def make_engine(**kw):
+        batch = {"batch_size": 8} if data_kind == "tensors" else {}
+        common = dict(num_epochs=4, lr=0.02, progress=False, seed=3, **batch, **kw)
+        return MAP(**common) if engine == "map" else SVI("normal", **common)
+
+    torch.manual_seed(123)
+    full = make_engine().fit(_mlp_model(), data())
+    ckpt = tmp_path / "run"
+    interrupted = _interrupting(_mlp_model(), after_calls=8)
+    torch.manual_seed(123)
+    with pytest.raises(KeyboardInterrupt):
+        make_engine(checkpoint_dir=ckpt, checkpoint_every=2).fit(interrupted, data())
+    assert (ckpt / "checkpoint.pt").exists()
+    torch.manual_seed(123)
+    resumed = make_engine(checkpoint_dir=ckpt, checkpoint_every=2).fit(
+        _mlp_model(), data(), resume=True
+    )
+    assert torch.equal(resumed.loc(), full.loc())
+    for name, value in full.point.items():
+        assert torch.equal(resumed.point[name], value), name
+
+
+def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
+    x, y = _mlp_data()
+    ckpt = tmp_path / "run"
+    MAP(num_epochs=2, progress=False, checkpoint_dir=ckpt, checkpoint_every=1).fit(
+        _mlp_model(), (x, y)
+    )
+    good = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    real_save = torch.save
+
+    def dying_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes of a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        MAP(num_epochs=4, progress=False, checkpoint_dir=ckpt, checkpoint_every=1).fit(
+            _mlp_model(), (x, y)
+        )
+    monkeypatch.setattr(torch, "save", real_save)
+    after = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert after["step"] == good["step"]
+    assert os.listdir(ckpt) == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_nan_in_data_is_a_clear_error():
+    x, y = _mlp_data()
+    y[5, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"y contains NaN or inf \(first at index 5\)"):
+        MAP(num_epochs=1, progress=False).fit(_mlp_model(), (x, y))
+
+
+def test_diverging_step_stops_with_the_last_finite_parameters():
+    model = _mlp_model()
+    x, y = _mlp_data()
+    calls = {"n": 0}
+    original = model.network.forward
+
+    def forward(inp):
+        calls["n"] += 1
+        out = original(inp)
+        return out * float("nan") if calls["n"] > 4 else out  # the 4th training step diverges
+
+    model.network.forward = forward
+    with pytest.raises(DivergenceError, match="step 3 produced a non-finite") as info:
+        MAP(num_epochs=10, progress=False).fit(model, (x, y))
+    post = info.value.posterior
+    assert info.value.step == 3
+    assert post is not None and bool(torch.isfinite(post.loc()).all())
+    assert all(bool(torch.isfinite(v).all()) for v in post.point.values())
+
+
+def test_posterior_save_load_round_trip(tmp_path):
+    model, x, y = make()
+    post = SVI("fullrank", num_epochs=20, progress=False).fit(model, (x, y))
+    path = tmp_path / "posterior.pt"
+    post.save(path)
+    loaded = Posterior.load(path, model=model)
+    a = post.sample(5, torch.Generator().manual_seed(4))
+    b = loaded.sample(5, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(post.mean()[k], loaded.mean()[k]) for k in a)
+    assert torch.equal(
+        post.predict(x, 8, torch.Generator().manual_seed(0)),
+        loaded.predict(x, 8, torch.Generator().manual_seed(0)),
+    )
+    # the file holds plain data only: it loads with weights_only and has no pickled classes
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "symprior.posterior/1"
+    with pytest.raises(RuntimeError, match="no model attached"):
+        Posterior.load(path).predict(x)
+
+
+def test_point_posterior_views_match_the_network():
+    model, x, y = make()
+    post = MAP(num_epochs=5, lr=1.0, optimizer="lbfgs", progress=False).fit(model, (x, y))
+    with torch.no_grad():
+        assert torch.allclose(post.predict(x), model.network(x), atol=1e-12)
+    levels = post.equivariance_levels()
+    net_levels = equivariance_levels(model.network)
+    assert set(levels) == set(net_levels)
+    for k in levels:
+        assert torch.allclose(levels[k][0], net_levels[k].detach(), atol=1e-12)
+    with pytest.raises(NoEvidenceError, match="'map' engine gives no log evidence"):
+        post.log_evidence()
+
+
+def test_gaussian_posterior_levels_spread_with_the_posterior():
+    model, x, y = make()
+    post = SVI("normal", num_epochs=200, lr=0.02, progress=False).fit(model, (x, y))
+    levels = post.equivariance_levels(50, torch.Generator().manual_seed(0))
+    assert levels["RPPLinear"].shape == (50,)
+    assert float(levels["RPPLinear"].std()) > 0
+
+
+def test_positive_latent_sites_are_optimised_in_log_space():
+    import pyro.distributions as dist
+
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), V(SO2()), 2 * V(SO2()) + Scalar(SO2()), 1).double()
+    model = SymmetryModel(net, Gaussian(dist.LogNormal(0.0, 1.0)))
+    x, y = _mlp_data()
+    post = MAP(num_epochs=200, lr=0.05, progress=False).fit(model, (x, y))
+    site = {s.name: s for s in post.sites}["noise_scale"]
+    assert site.constraint == "positive"
+    assert float(post.mean()["noise_scale"]) > 0
+
+
+def test_fit_front_door():
+    x, y = _mlp_data()
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), V(SO2()), 2 * V(SO2()) + Scalar(SO2()), 1).double()
+    post = symprior.fit(net, (x, y), Gaussian(0.2), engine="map", num_epochs=3, progress=False)
+    assert post.engine == "map"
+    with pytest.raises(ValueError, match="needs likelihood"):
+        symprior.fit(net, (x, y))
+    with pytest.raises(ValueError, match="engine must be one of"):
+        symprior.fit(net, (x, y), Gaussian(0.2), engine="nuts")
+    with pytest.raises(TypeError, match="training options are"):
+        MAP(epochs=3)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        MAP(lr=-1.0)
+    with pytest.raises(ValueError, match="guide must be one of"):
+        SVI("laplace")
+    with pytest.raises(ValueError, match="checkpoint_every needs checkpoint_dir"):
+        MAP(checkpoint_every=3)
+    with pytest.raises(TypeError, match="data must be"):
+        MAP(num_epochs=1, progress=False).fit(_mlp_model(), [1, 2, 3])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_engines_run_on_the_requested_device(device):
+    model, x, y = make()
+    post = MAP(num_epochs=3, progress=False, device=device).fit(model, (x, y))
+    assert next(model.network.parameters()).device.type == device
+    assert post.loc().device.type == device
+    if device == "cuda":
+        cpu_model, _, _ = make()
+        cpu = MAP(num_epochs=3, progress=False).fit(cpu_model, (x, y))
+        assert torch.allclose(post.loc().cpu(), cpu.loc(), atol=1e-8)
+
+
+def test_the_global_rng_and_param_store_are_left_alone():
+    model, x, y = make()
+    pyro.clear_param_store()
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    SVI("normal", num_epochs=3, progress=False).fit(model, (x, y))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert list(pyro.get_param_store().keys()) == []
+    assert math.isfinite(1.0) and posterior_module.FORMAT.startswith("symprior")
