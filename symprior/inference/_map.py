@@ -2,6 +2,7 @@ r"""Maximum a posteriori estimation of a :class:`~symprior.models.SymmetryModel`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pyro
@@ -9,9 +10,10 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
 
-from symprior.inference._engine import Engine, latent_sites
+from symprior.inference._engine import Engine, TrainOptions, latent_sites
 from symprior.inference._posterior import DeltaBlock, Posterior, SiteInfo, constraint_name
 from symprior.models import SymmetryModel
+from symprior.nn.remul import GradNorm
 
 __all__ = ["MAP", "as_symmetry_model", "initial_value"]
 
@@ -78,6 +80,24 @@ class _Latents:
         return torch.cat([u.detach().reshape(-1) for u in self.unconstrained.values()])
 
 
+def _excess_losses(trace: Any, sites: Sequence[str]) -> Tensor:
+    r"""Each site's negative log-likelihood above its value at the distribution's mean.
+
+    GradNorm compares losses to their first values (001 Algorithm 1, line 3), so they must be
+    positive; a Gaussian's normalising constant can make a negative log-likelihood negative
+    without changing any gradient with respect to the network, so it is removed here.
+    """
+    out = []
+    for name in sites:
+        site = trace.nodes[name]
+        fn, value = site["fn"], site["value"]
+        nll = -fn.log_prob(value)
+        if not fn.support.is_discrete:
+            nll = nll + fn.log_prob(fn.mean)
+        out.append(nll.sum() * site["scale"])
+    return torch.stack(out)
+
+
 def _point_values() -> dict[str, Tensor]:
     store = pyro.get_param_store()
     return {name: store[name].detach().clone() for name in store.keys()}
@@ -93,6 +113,15 @@ class MAP(Engine):
 
     Parameters
     ----------
+    gradnorm : GradNorm, optional
+        Balance the likelihood terms named in ``gradnorm_sites`` (by default the task ``"obs"``
+        and REMUL's ``"symmetry"``) with GradNorm (001 Algorithm 1): the loss is
+        :math:`-\log p(\theta) + \sum_i w_i \mathcal{L}_i` with :math:`\mathcal{L}_i` the
+        negative log-likelihood of site ``i``, and the weights :math:`w` are updated after every
+        step against the gradients of the network's weights. The final weights are reported in
+        ``posterior.info``.
+    gradnorm_sites : sequence of str
+        The likelihood sites that GradNorm weighs, in the order of its weights.
     options : TrainOptions, optional
         Or the same fields as keywords: ``num_epochs``, ``batch_size``, ``lr``, ``scheduler``,
         ``clip_norm``, ``progress``, ``checkpoint_dir``, ``checkpoint_every``, ``check_every``,
@@ -113,6 +142,27 @@ class MAP(Engine):
 
     name = "map"
 
+    def __init__(
+        self,
+        options: TrainOptions | None = None,
+        *,
+        gradnorm: GradNorm | None = None,
+        gradnorm_sites: Sequence[str] = ("obs", "symmetry"),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(options, **kwargs)
+        if gradnorm is not None and not isinstance(gradnorm, GradNorm):
+            raise TypeError(
+                f"gradnorm must be a symprior.nn.GradNorm, got {type(gradnorm).__name__}"
+            )
+        sites = list(gradnorm_sites)
+        if gradnorm is not None and gradnorm.num_tasks != len(sites):
+            raise ValueError(
+                f"gradnorm weighs {gradnorm.num_tasks} tasks but gradnorm_sites names {len(sites)}"
+            )
+        self.gradnorm = gradnorm
+        self.gradnorm_sites = sites
+
     def fit(self, model: Any, data: Any, *, resume: bool = False) -> Posterior:
         model = as_symmetry_model(model)
         o = self.options
@@ -130,10 +180,34 @@ class MAP(Engine):
                 params.setdefault(name, value)
             num_data = batches.num_data
 
+            gradnorm = self.gradnorm
+            if gradnorm is not None:
+                gradnorm.to(o.torch_device)
+                missing = [s for s in self.gradnorm_sites if s not in trace.nodes]
+                if missing:
+                    raise ValueError(f"gradnorm_sites {missing} are not sites of the model")
+            shared = [p for n, p in model.network.named_parameters() if n not in latents.names]
+
             def objective(xb: Tensor, yb: Tensor | None) -> Tensor:
                 conditioned = pyro.poutine.condition(model, data=latents.values())
                 tr = pyro.poutine.trace(conditioned).get_trace(xb, yb, num_data=num_data)
-                return -cast(Tensor, tr.log_prob_sum())
+                if gradnorm is None:
+                    return -cast(Tensor, tr.log_prob_sum())
+                tr.compute_log_prob()
+                tasks = torch.stack([-tr.nodes[s]["log_prob_sum"] for s in self.gradnorm_sites])
+                rest = sum(
+                    (
+                        site["log_prob_sum"]
+                        for n, site in tr.nodes.items()
+                        if site["type"] == "sample"
+                        and n not in self.gradnorm_sites
+                        and "log_prob_sum" in site
+                    ),
+                    torch.zeros((), device=tasks.device, dtype=tasks.dtype),
+                )
+                loss = -rest + (gradnorm.weights.detach().to(tasks) * tasks).sum()
+                gradnorm.step(_excess_losses(tr, self.gradnorm_sites), shared)
+                return loss
 
             def make_posterior() -> Posterior:
                 return Posterior(
@@ -141,9 +215,18 @@ class MAP(Engine):
                     [DeltaBlock(list(latents.names), latents.flat())] if latents.names else [],
                     _point_values(),
                     engine=self.name,
-                    info={"losses": list(self.losses)},
+                    info={"losses": list(self.losses), **self._gradnorm_info()},
                     model=model,
                 )
 
             self._run(objective, params, batches, make_posterior, resume=resume, description="MAP")
             return make_posterior()
+
+    def _gradnorm_info(self) -> dict[str, float]:
+        if self.gradnorm is None:
+            return {}
+        weights = self.gradnorm.weights.detach().cpu().tolist()
+        return {
+            f"gradnorm.{site}": float(w)
+            for site, w in zip(self.gradnorm_sites, weights, strict=True)
+        }

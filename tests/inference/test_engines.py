@@ -282,3 +282,29 @@ def test_the_global_rng_and_param_store_are_left_alone():
     assert torch.equal(torch.get_rng_state(), before)
     assert list(pyro.get_param_store().keys()) == []
     assert math.isfinite(1.0) and posterior_module.FORMAT.startswith("symprior")
+
+
+def test_map_balances_task_and_symmetry_likelihoods_with_gradnorm():
+    from torch import nn
+
+    from symprior.models import SymmetryLikelihood
+    from symprior.nn import GradNorm
+
+    torch.manual_seed(0)
+    G = SO2()
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    model = SymmetryModel(net, [Gaussian(0.1), SymmetryLikelihood(G, V(G), Scalar(G), beta=10.0)])
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    y = (x**2).sum(-1, keepdim=True)
+    balance = GradNorm(2, lr=0.01)
+    post = MAP(num_epochs=20, lr=0.01, progress=False, gradnorm=balance).fit(model, (x, y))
+    w_task, w_sym = post.info["gradnorm.obs"], post.info["gradnorm.symmetry"]
+    # GradNorm keeps the weights summing to the number of tasks and moves them off (1, 1)
+    assert w_task + w_sym == pytest.approx(2.0, rel=1e-6)
+    assert abs(w_task - 1.0) > 1e-4
+    assert torch.equal(
+        balance.weights.detach().cpu(), torch.tensor([w_task, w_sym]).to(balance.weights.dtype)
+    )
+    with pytest.raises(ValueError, match="gradnorm weighs 2 tasks but gradnorm_sites names 1"):
+        MAP(gradnorm=GradNorm(2, lr=0.01), gradnorm_sites=("obs",))
