@@ -73,7 +73,7 @@ def test_fit_summarize_compare_end_to_end(tmp_path, capsys):
         assert (out / "checkpoints" / "checkpoint.pt").exists()
         runs.append(out)
     result = json.loads((runs[0] / "result.json").read_text())
-    assert [row["layer"] for row in result["levels"]] == ["layers.0", "layers.1"]
+    assert [row["layer"] for row in result["levels"]] == ["mlp.layers.0", "mlp.layers.1"]
     # the saved posterior reproduces the summary's levels
     post = Posterior.load(runs[0] / "posterior.pt")
     assert post.engine == "map"
