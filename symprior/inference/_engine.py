@@ -13,7 +13,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -177,6 +178,22 @@ class Engine(abc.ABC):
         r"""Infer the posterior of ``model`` given ``data``."""
 
     # --------------------------------------------------------------------------- helpers
+    @contextmanager
+    def _session(
+        self, model: Any, data: Any
+    ) -> Iterator[tuple[Batches, Any, tuple[Tensor, Tensor | None]]]:
+        r"""Move the model to the device and yield ``(batches, prototype trace, first batch)`` inside a private
+        Pyro param store and a forked, seeded RNG (the caller's global state is left alone)."""
+        o = self.options
+        batches = self._batches(data)
+        model.to(o.torch_device)
+        devices = [o.torch_device.index or 0] if o.torch_device.type == "cuda" else []
+        with pyro.get_param_store().scope(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(o.seed)
+            x0, y0 = next(iter(batches.epoch(0)))
+            trace = pyro.poutine.trace(model).get_trace(x0, y0, num_data=batches.num_data)
+            yield batches, trace, (x0, y0)
+
     def _batches(self, data: Any) -> Batches:
         o = self.options
         return as_batches(data, batch_size=o.batch_size, seed=o.seed, device=o.torch_device)

@@ -166,14 +166,8 @@ class MAP(Engine):
     def fit(self, model: Any, data: Any, *, resume: bool = False) -> Posterior:
         model = as_symmetry_model(model)
         o = self.options
-        batches = self._batches(data)
-        model.to(o.torch_device)
         store = pyro.get_param_store()
-        devices = [o.torch_device.index or 0] if o.torch_device.type == "cuda" else []
-        with store.scope(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(o.seed)
-            x0, y0 = next(iter(batches.epoch(0)))
-            trace = pyro.poutine.trace(model).get_trace(x0, y0, num_data=batches.num_data)
+        with self._session(model, data) as (batches, trace, _):
             latents = _Latents(model, trace)
             params = dict(latents.unconstrained)
             for name, value in store.named_parameters():
