@@ -62,6 +62,11 @@ class CurvatureWarning(UserWarning):
 
 
 # ------------------------------------------------------------------------------ derivatives
+#: Largest dimension of a dense (full) Hessian; beyond it the Laplace engine asks for a
+#: diagonal or Kronecker-factored curvature instead of exhausting memory.
+MAX_DENSE_DIM = 8192
+
+
 def hessian(
     fn: Callable[[Tensor], Tensor], u: Tensor, *, create_graph: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,9 +76,14 @@ def hessian(
     differentiable in any tensor ``fn`` closes over (hyperparameters), which is how evidences are
     optimised.
     """
+    d = u.numel()
+    if d > MAX_DENSE_DIM:
+        raise ValueError(
+            f"the full Hessian over {d} parameters would need {d * d * 8 / 2**30:.1f} GiB and "
+            f"{d} backward passes; use structure='diag' or 'kron' (or fewer relaxation parameters)"
+        )
     u = u.detach().requires_grad_(True)
     value = fn(u)
-    d = u.numel()
     zeros = u.new_zeros(d, d)
     if d == 0 or not value.requires_grad:
         return value, u.new_zeros(d), zeros

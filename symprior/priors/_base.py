@@ -229,7 +229,14 @@ class NormalPrior(Prior):
 
     def distribution(self, name, param, relaxation=None, cache=None):
         scale = self.scale.resolve(name, cache, dtype=param.dtype, device=param.device)
-        base = dist.Normal(self.loc(param, relaxation), scale.expand(param.shape))
+        strict = None if relaxation is None else relaxation.strict_value
+        if self.loc_value is None and not isinstance(strict, Tensor):
+            # A scalar centre: expand lazily, so the log density is one pass over the parameter
+            # (it is evaluated at every MAP/SVI step on possibly large residual matrices).
+            centre = param.new_tensor(0.0 if strict is None else float(strict))
+            base = dist.Normal(centre, scale).expand(param.shape)
+        else:
+            base = dist.Normal(self.loc(param, relaxation), scale.expand(param.shape))
         return base.to_event(param.ndim) if param.ndim else base
 
     def __repr__(self) -> str:
