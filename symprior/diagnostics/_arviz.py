@@ -112,6 +112,8 @@ def level_draws(
         with torch.no_grad(), substituted(net, draw_values(posterior, draws, i)):
             levels = equivariance_levels(net)
         names = list(levels)
+        if not names:  # a network without relaxed layers (e.g. REMUL's unconstrained MLP)
+            break
         rows.append(torch.stack([levels[k].detach().double().cpu() for k in names]))
     if not names:
         return [], torch.zeros(num, 0, dtype=torch.float64)

@@ -395,7 +395,7 @@ class Posterior:
         draws = self.sample(num_samples, generator) if self.sites else {}
         likelihood = model.likelihood_list[0]
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), evaluation(model.network):
             for i in range(num_samples):
                 out = model.run(self._values(draws, i), x)
                 outs.append(likelihood.predictive_mean(out))
@@ -518,6 +518,18 @@ def _model_sites(model: Any) -> list[str]:
 
 def _point_names(model: Any) -> set[str]:
     return set(model.point_names)
+
+
+@contextmanager
+def evaluation(net: nn.Module) -> Iterator[nn.Module]:
+    r"""Run ``net`` in eval mode (fixed rotation grids, batch-norm statistics), then restore."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        yield net
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 @contextmanager

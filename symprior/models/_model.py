@@ -12,9 +12,10 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from symprior.models._likelihoods import Likelihood
+from symprior.models._likelihoods import Categorical, Gaussian, Likelihood
 from symprior.nn import Relaxation, relaxation_parameters
 from symprior.priors import Prior, PriorSpec, as_prior, default_prior
+from symprior.priors._base import _on
 
 __all__ = ["SymmetryModel"]
 
@@ -189,6 +190,88 @@ class SymmetryModel(PyroModule):
                 prior = self.weight_priors[name]
                 values[name] = pyro.sample(name, prior.distribution(name, param, None, cache))
         return values
+
+    def fast_log_joint_supported(self) -> bool:
+        r"""Whether :meth:`log_joint` covers this model (one Gaussian of fixed or random noise,
+        or one Categorical likelihood)."""
+        likelihoods = self.likelihood_list
+        if len(likelihoods) != 1:
+            return False
+        lik = likelihoods[0]
+        return isinstance(lik, Categorical) or (isinstance(lik, Gaussian) and lik.hyper is not None)
+
+    def log_joint(
+        self,
+        latent: Mapping[str, Tensor],
+        x: Tensor,
+        y: Tensor | None,
+        *,
+        num_data: int | None = None,
+    ) -> Tensor:
+        r"""The log joint density at given latent values, computed without Pyro's tracing.
+
+        Equals ``trace.log_prob_sum()`` of the model conditioned on ``latent`` and run on
+        ``(x, y, num_data=num_data)``: the priors of the relaxation parameters, their random
+        hyperparameters, random weights and noise, plus the likelihood scaled by
+        ``num_data / len(x)``. Point weights are the network's own parameters. It is the MAP
+        engine's objective when :meth:`fast_log_joint_supported`; the tracing path stays the
+        reference (a test checks they agree).
+        """
+        if not self.fast_log_joint_supported():
+            raise ValueError("log_joint covers one Gaussian (fixed or random noise) or Categorical")
+        if y is None:
+            raise ValueError("log_joint needs observations y")
+        lik = self.likelihood_list[0]
+        cache: dict[str, Tensor] = {}
+        terms: list[Tensor] = []
+
+        def hyper_terms(prior: Prior, name: str) -> None:
+            for h in prior.hyperparameters():
+                if h.is_random:
+                    site = h.site(name)
+                    if site not in cache:
+                        value = latent[site]
+                        cache[site] = value
+                        terms.append(_on(h.value, value.dtype, value.device).log_prob(value).sum())
+
+        values: dict[str, Tensor] = {}
+        for name, (param, rel) in self.relaxation_sites.items():
+            prior = self.priors[name]
+            hyper_terms(prior, name)
+            value = latent[name]
+            terms.append(prior.distribution(name, param, rel, cache).log_prob(value))
+            values[name] = value
+        params = dict(self.network.named_parameters())
+        for name in self.point_names:
+            if self.weight_priors is None:
+                values[name] = params[name]
+            else:
+                prior = self.weight_priors[name]
+                hyper_terms(prior, name)
+                values[name] = latent[name]
+                terms.append(
+                    prior.distribution(name, params[name], None, cache).log_prob(latent[name])
+                )
+        output = self.run(values, x)
+        if isinstance(lik, Gaussian):
+            assert lik.hyper is not None
+            if lik.hyper.is_random:
+                sigma = latent["noise_scale"]
+                terms.append(_on(lik.hyper.value, sigma.dtype, sigma.device).log_prob(sigma))
+            else:
+                sigma = lik.hyper.resolve(
+                    "noise_scale", None, dtype=output.dtype, device=output.device
+                )
+            ll = torch.distributions.Normal(output, sigma, validate_args=False).log_prob(y).sum()
+        else:
+            ll = (
+                torch.distributions.Categorical(logits=output, validate_args=False)
+                .log_prob(y)
+                .sum()
+            )
+        scale = (num_data if num_data is not None else x.shape[0]) / x.shape[0]
+        terms.append(scale * ll)
+        return torch.stack([t.reshape(()) for t in terms]).sum()
 
     def run(self, values: Mapping[str, Tensor], x: Tensor) -> Tensor:
         r"""The network's output on ``x`` with parameters replaced by ``values``."""

@@ -354,3 +354,19 @@ def test_cuda_export_matches_cpu():
         ("log_likelihood", "obs"),
     ]:
         np.testing.assert_allclose(gpu[group][name].values, cpu[group][name].values, rtol=1e-10)
+
+
+def test_a_network_without_relaxed_layers_exports_without_levels():
+    from symprior.inference import MAP
+    from symprior.models import Gaussian, SymmetryModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    model = SymmetryModel(net, Gaussian(0.3), weight_prior=dist.Normal(0.0, 1.0))
+    x = torch.randn(8, 2, dtype=torch.float64)
+    y = x[:, :1] ** 2
+    post = MAP(num_epochs=3, progress=False).fit(model, (x, y))
+    idata = to_arviz(post, data=(x, y), weights=True)
+    assert "equivariance_level" not in idata.posterior
+    assert "0.weight" in idata.posterior
+    assert idata.log_likelihood["obs"].shape[-1] == 8

@@ -87,8 +87,10 @@ def test_svi_guides_produce_their_block_kind(guide):
 
 
 def _interrupting(model, after_calls):
+    """The network raises KeyboardInterrupt on its call number ``after_calls + 1``."""
     calls = {"n": 0}
-    original = model.forward
+    net = model.network
+    original = net.forward
 
     def forward(*args, **kwargs):
         calls["n"] += 1
@@ -96,7 +98,7 @@ def _interrupting(model, after_calls):
             raise KeyboardInterrupt("killed")
         return original(*args, **kwargs)
 
-    model.forward = forward
+    net.forward = forward
     return model
 
 
@@ -308,3 +310,26 @@ def test_map_balances_task_and_symmetry_likelihoods_with_gradnorm():
     )
     with pytest.raises(ValueError, match="gradnorm weighs 2 tasks but gradnorm_sites names 1"):
         MAP(gradnorm=GradNorm(2, lr=0.01), gradnorm_sites=("obs",))
+
+
+def test_predictions_use_eval_mode_and_restore_the_training_mode():
+    from symprior.models import Categorical
+    from symprior.models.zoo import soft_se2_cnn
+
+    torch.manual_seed(0)
+    net = soft_se2_cnn(channels=(2,), num_rotations=4, radius=1.5, soft="rotation").double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 7, 7, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,), generator=gen)
+    model = SymmetryModel(net, Categorical())
+    post = MAP(num_epochs=2, progress=False).fit(model, (x, y))
+    net.train()
+    first = post.predict(x)
+    second = post.predict(x)
+    assert torch.equal(first, second)  # no random rotation grid in predictions
+    with torch.no_grad():
+        expected = torch.softmax(net.eval()(x), -1)
+    assert torch.allclose(first, expected, atol=1e-12)
+    net.train()
+    post.predict(x)
+    assert net.training

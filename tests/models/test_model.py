@@ -291,3 +291,41 @@ def test_bad_input_errors():
         model(x, y, num_data=3)
     # a layer not built from a prior family at all still gets a clear error
     assert EquivariantLinear(V(G), V(G)) is not None
+
+
+def _traced_log_joint(model, latent, x, y, num_data=None):
+    conditioned = pyro.poutine.condition(model, data=latent)
+    trace = pyro.poutine.trace(conditioned).get_trace(x, y, num_data=num_data)
+    return float(trace.log_prob_sum().detach())
+
+
+@pytest.mark.parametrize(
+    "case", ["fixed-noise", "hierarchical-prior", "weight-prior-random-noise", "categorical"]
+)
+def test_direct_log_joint_equals_the_traced_model(case):
+    torch.manual_seed(3)
+    x, y = _data(n=10)
+    net = _mlp()
+    kwargs: dict = {}
+    likelihood = Gaussian(0.4)
+    if case == "hierarchical-prior":
+        kwargs["priors"] = {"*residual": ResidualPrior(dist.HalfNormal(0.5), shared=False)}
+    if case == "weight-prior-random-noise":
+        kwargs["weight_prior"] = dist.Normal(0.0, 2.0)
+        likelihood = Gaussian(dist.LogNormal(0.0, 1.0))
+    if case == "categorical":
+        net = RPPMLP(V(G), 3 * Scalar(G), 2 * V(G) + Scalar(G), 1).double()
+        likelihood = Categorical()
+        y = torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(0))
+    model = SymmetryModel(net, likelihood, **kwargs)
+    assert model.fast_log_joint_supported()
+    trace = pyro.poutine.trace(model).get_trace(x, y)
+    latent = {
+        n: s["value"].detach()
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and n != "data"
+    }
+    for num_data in (None, 40):
+        fast = float(model.log_joint(latent, x, y, num_data=num_data).detach())
+        assert fast == pytest.approx(_traced_log_joint(model, latent, x, y, num_data), rel=1e-12)
+    assert not SymmetryModel(net, Gaussian(None)).fast_log_joint_supported()
