@@ -183,3 +183,25 @@ def test_bad_configs_exit_2_with_one_clear_line(tmp_path, capsys, text, message)
 def test_missing_config_file(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "nope.toml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_yaml_configs_read_like_toml(tmp_path):
+    from symprior._config import load_config
+
+    toml = _config(tmp_path, epochs=5)
+    yaml_path = tmp_path / "cfg.yaml"
+    yaml_path.write_text(
+        "data: {name: synthetic, num_samples: 48, epsilon: 0.5, noise_std: 0.05}\n"
+        "model: {name: rpp_mlp, group: SO2, rep_in: V, rep_out: Scalar, hidden: '2V + 2Scalar', depth: 1}\n"
+        "likelihood: {name: gaussian, scale: 0.1}\n"
+        "priors: {'*residual': {name: residual, scale: 0.3}}\n"
+        "engine: {name: map, num_epochs: 5, lr: 0.01}\n"
+        "run: {seed: 0, num_samples: 20, test_fraction: 0.25}\n"
+    )
+    assert load_config(yaml_path) == load_config(toml)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    from symprior._config import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
