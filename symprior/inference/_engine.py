@@ -337,10 +337,12 @@ class Engine(abc.ABC):
                     optimizer.zero_grad(set_to_none=True)
                     loss = objective(xb, yb)
                     loss.backward()
+                    # One fused norm per gradient: a NaN or inf anywhere makes its norm non-finite.
+                    grads = [t.grad for t in tensors if t.grad is not None]
                     finite = torch.isfinite(loss.detach())
-                    for t in tensors:
-                        if t.grad is not None:
-                            finite = finite & torch.isfinite(t.grad).all()
+                    if grads:
+                        norms = torch.stack(torch._foreach_norm(grads))
+                        finite = finite & torch.isfinite(norms).all()
                     first_bad = torch.where(
                         ~finite & ~bad, torch.full_like(first_bad, step), first_bad
                     )

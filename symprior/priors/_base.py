@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -202,6 +202,62 @@ def as_prior(spec: PriorSpec, what: str = "prior") -> Prior:
     )
 
 
+class IsotropicNormal(dist.TorchDistribution):
+    r""":math:`N(\mathrm{loc}, \mathrm{scale}^2 I)` over a whole parameter, with scalar ``loc`` and
+    ``scale`` and ``event_shape`` the parameter's shape.
+
+    The same density as ``Normal(loc, scale).expand(shape).to_event(len(shape))``, but its log
+    density is one pass over the value,
+    :math:`-\|v - \mathrm{loc}\|^2 / (2\,\mathrm{scale}^2) - k \log(\mathrm{scale}\sqrt{2\pi})`,
+    which matters when it is evaluated at every step on large residual matrices.
+    """
+
+    arg_constraints: ClassVar[dict[str, Any]] = {
+        "loc": dist.constraints.real,
+        "scale": dist.constraints.positive,
+    }
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, scale: Tensor, event_shape: torch.Size) -> None:
+        self.loc, self.scale = loc, scale
+        self._numel = math.prod(event_shape)
+        super().__init__(torch.Size(), torch.Size(event_shape), validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return dist.constraints.independent(dist.constraints.real, len(self.event_shape))
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc.expand(self.event_shape)
+
+    @property
+    def variance(self) -> Tensor:
+        return (self.scale**2).expand(self.event_shape)
+
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.event_shape
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + self.scale * eps
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        centred = value - self.loc
+        dims = tuple(range(-len(self.event_shape), 0))
+        sq = centred.square().sum(dims) if dims else centred.square()
+        return -sq / (2 * self.scale**2) - self._numel * (
+            self.scale.log() + 0.5 * math.log(2 * math.pi)
+        )
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> Any:
+        if torch.Size(batch_shape) == torch.Size():
+            return self
+        return (
+            dist.Normal(self.loc, self.scale)
+            .expand(torch.Size(batch_shape) + self.event_shape)
+            .to_event(len(self.event_shape))
+        )
+
+
 class NormalPrior(Prior):
     r"""Shared machinery of the Gaussian priors :math:`N(\mathrm{loc}, \mathrm{scale}^2 I)`.
 
@@ -234,7 +290,9 @@ class NormalPrior(Prior):
             # A scalar centre: expand lazily, so the log density is one pass over the parameter
             # (it is evaluated at every MAP/SVI step on possibly large residual matrices).
             centre = param.new_tensor(0.0 if strict is None else float(strict))
-            base = dist.Normal(centre, scale).expand(param.shape)
+            if param.ndim:
+                return IsotropicNormal(centre, scale, param.shape)
+            base = dist.Normal(centre, scale)
         else:
             base = dist.Normal(self.loc(param, relaxation), scale.expand(param.shape))
         return base.to_event(param.ndim) if param.ndim else base
