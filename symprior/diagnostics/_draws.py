@@ -100,8 +100,4 @@ def num_draws(posterior: Posterior, draws: Mapping[str, Tensor], num_samples: in
 
 def draw_values(posterior: Posterior, draws: Mapping[str, Tensor], index: int) -> dict[str, Tensor]:
     r"""Network parameters of draw ``index``: the point weights, then the draw's latent sites."""
-    device = network_device(posterior)
-    model = posterior.model
-    values = {k: v.to(device) for k, v in posterior.point.items() if k in model.point_names}
-    values.update({k: v[index].to(device) for k, v in draws.items()})
-    return values
+    return posterior.draw_values(draws, index)

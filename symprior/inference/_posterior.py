@@ -356,7 +356,9 @@ class Posterior:
             )
         return self.model
 
-    def _values(self, draws: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
+    def draw_values(self, draws: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
+        r"""The network's parameters for draw ``i`` of ``draws`` (from :meth:`sample`): the point
+        weights, then the draw's latent sites, on the network's device."""
         model = self._need_model()
         device = next(iter(model.network.parameters())).device
         values = {k: v.to(device) for k, v in self.point.items() if k in _point_names(model)}
@@ -397,7 +399,7 @@ class Posterior:
         outs = []
         with torch.no_grad(), evaluation(model.network):
             for i in range(num_samples):
-                out = model.run(self._values(draws, i), x)
+                out = model.run(self.draw_values(draws, i), x)
                 outs.append(likelihood.predictive_mean(out))
         stacked = torch.stack(outs)
         return stacked if return_samples else stacked.mean(0)
@@ -416,7 +418,7 @@ class Posterior:
         net = model.network
         levels: dict[str, list[Tensor]] = {}
         for i in range(num_samples):
-            with substituted(net, self._values(draws, i)):
+            with substituted(net, self.draw_values(draws, i)):
                 for name, module in net.named_modules():
                     if isinstance(module, RelaxedModule):
                         level = module.equivariance_level().detach()
