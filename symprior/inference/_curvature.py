@@ -283,14 +283,23 @@ class LossCurvature:
                 yield cot.reshape(out_shape), None
 
 
-def ggn_diagonal(run: Callable[[Tensor], Tensor], u: Tensor, loss: LossCurvature) -> Tensor:
+LossSpec = LossCurvature | Callable[[Tensor], LossCurvature]
+
+
+def _resolve_loss(loss: LossSpec, out: Tensor) -> LossCurvature:
+    """A :class:`LossCurvature`, or one built from the network output ``out``."""
+    return loss if isinstance(loss, LossCurvature) else loss(out)
+
+
+def ggn_diagonal(run: Callable[[Tensor], Tensor], u: Tensor, loss: LossSpec) -> Tensor:
     r"""Diagonal of the GGN :math:`\sum_n J_n^\top \Lambda_n J_n` over ``u`` ``(d,)``.
 
-    ``run(u)`` is the network output on a batch, ``loss`` the :class:`LossCurvature` there.
-    Differentiable in hyperparameters the loss curvature depends on (the Gaussian noise).
+    ``run(u)`` is the network output on a batch, ``loss`` the :class:`LossCurvature` there (or
+    a function of the output that builds it). Differentiable in hyperparameters the loss
+    curvature depends on (the Gaussian noise).
     """
-    _, jac = output_jacobian(run, u)
-    m = loss.factor(jac)
+    out, jac = output_jacobian(run, u)
+    m = _resolve_loss(loss, out).factor(jac)
     return (m * m).sum((0, 1))
 
 
@@ -400,7 +409,7 @@ class KronFactors:
 def kron_factors(
     run: Callable[[Tensor], Tensor],
     u: Tensor,
-    loss: LossCurvature,
+    loss: LossSpec,
     layers: Sequence[KronLayer],
 ) -> dict[str, KronFactors]:
     r"""KFAC statistics of ``layers`` on one batch, keyed by weight site.
@@ -426,6 +435,7 @@ def kron_factors(
         for h in hooks:
             h.remove()
     batch = out.shape[0]
+    loss = _resolve_loss(loss, out)
     used = [
         layer
         for layer in layers

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -106,6 +106,7 @@ class _Problem:
         params = dict(model.network.named_parameters())
         self.network_names = [n for n in latents.names if n in params]
         self.device = batches.device
+        self.fast = model.fast_log_joint_supported()
 
     # ------------------------------------------------------------------ coordinates
     def flat(self, names: Sequence[str]) -> Tensor:
@@ -142,7 +143,8 @@ class _Problem:
             transform = self.latents.transforms[n]
             value = transform(raw)
             values[n] = value
-            logdet = logdet + transform.log_abs_det_jacobian(raw, value).sum()
+            if not self.latents.identity[n]:
+                logdet = logdet + transform.log_abs_det_jacobian(raw, value).sum()
         return values, logdet
 
     def point_values(self) -> dict[str, Tensor]:
@@ -169,6 +171,10 @@ class _Problem:
         self, values: Mapping[str, Tensor], xb: Tensor, yb: Tensor, *, prior: bool
     ) -> Tensor:
         r"""``-log p(y_b | ...)`` of one batch, plus ``-log p(latents)`` when ``prior``."""
+        if self.fast:
+            # The model's direct log joint (no tracing); unscaled: num_data is the batch size.
+            with self.seeded():
+                return -self.model.log_joint(values, xb, yb, num_data=len(xb), prior=prior)
         tr = self.trace(values, xb, yb)
         tr.compute_log_prob()
         latent = set(self.latents.names)
@@ -233,10 +239,35 @@ class _Problem:
         with self.seeded():
             return self.model.run(params, xb)
 
-    def loss_curvature(self, xb: Tensor, yb: Tensor) -> LossCurvature:
+    def loss_curvature(self, xb: Tensor, yb: Tensor) -> Callable[[Tensor], LossCurvature]:
+        r"""The likelihood's Hessian in the network output, as a function of that output.
+
+        For the likelihoods of the direct log joint it is built from the output the curvature
+        pass computes anyway; otherwise from the observation site of a traced model call.
+        """
         values, _ = self.values([], self.flat([]))
+        if self.fast:
+            lik = self.model.likelihood_list[0]
+            if isinstance(lik, Categorical):
+                return lambda out: LossCurvature.from_distribution(
+                    torch.distributions.Categorical(logits=out.detach(), validate_args=False)
+                )
+            hyper = lik.hyper
+            assert isinstance(lik, Gaussian) and hyper is not None
+
+            def gaussian(out: Tensor) -> LossCurvature:
+                sigma = (
+                    values["noise_scale"]
+                    if hyper.is_random
+                    else hyper.resolve("noise_scale", None, dtype=out.dtype, device=out.device)
+                )
+                normal = torch.distributions.Normal(out.detach(), sigma, validate_args=False)
+                return LossCurvature.from_distribution(normal)
+
+            return gaussian
         tr = self.trace(values, xb, yb)
-        return LossCurvature.from_distribution(tr.nodes["obs"]["fn"])
+        curvature = LossCurvature.from_distribution(tr.nodes["obs"]["fn"])
+        return lambda out: curvature
 
     def ggn_diagonal(self, names: Sequence[str]) -> Tensor:
         r"""Diagonal of the likelihood's GGN in the network sites ``names``, over all data."""
@@ -980,15 +1011,11 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 def _map_loss(problem: _Problem, xb: Tensor, yb: Tensor | None, *, num_data: int) -> Tensor:
     r"""The minibatch MAP objective in unconstrained coordinates (log-Jacobian included)."""
-    latents = problem.latents
-    values: dict[str, Tensor] = {}
-    jacobians = []
-    for n, raw in latents.unconstrained.items():
-        transform = latents.transforms[n]
-        value = transform(raw)
-        values[n] = value
-        jacobians.append(transform.log_abs_det_jacobian(raw, value).sum())
-    logdet = _total(jacobians, xb)
+    values, logdet = problem.latents.values_and_logdet(
+        xb if xb.is_floating_point() else problem.flat([])
+    )
+    if problem.fast:
+        return -problem.model.log_joint(values, xb, yb, num_data=num_data) - logdet
     conditioned = pyro.poutine.condition(problem.model, data=values)
     tr = pyro.poutine.trace(conditioned).get_trace(xb, yb, num_data=num_data)
     return -tr.log_prob_sum() - logdet

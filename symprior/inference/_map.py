@@ -9,6 +9,7 @@ import pyro
 import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
+from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform
 
 from symprior.inference._engine import Engine, TrainOptions, latent_sites
 from symprior.inference._posterior import DeltaBlock, Posterior, SiteInfo, constraint_name
@@ -43,13 +44,21 @@ def initial_value(model: SymmetryModel, name: str, site: dict[str, Any]) -> Tens
     return fn.icdf(torch.tensor(0.5)).detach().clone()
 
 
+def is_identity(transform: Transform) -> bool:
+    r"""Whether ``transform`` is the identity (real support): no log-Jacobian to add."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts
+
+
 class _Latents:
     r"""Unconstrained tensors for a model's latent sites (shared by MAP and Laplace)."""
 
     def __init__(self, model: SymmetryModel, trace: pyro.poutine.Trace) -> None:
         self.names = latent_sites(trace)
         self.sites: list[SiteInfo] = []
-        self.transforms = {}
+        self.transforms: dict[str, Transform] = {}
+        self.identity: dict[str, bool] = {}
         self.unconstrained: dict[str, Tensor] = {}
         params = dict(model.network.named_parameters())
         for name in self.names:
@@ -59,6 +68,7 @@ class _Latents:
             self.sites.append(SiteInfo(name, tuple(fn.shape()), constraint_name(support)))
             transform = biject_to(support)
             self.transforms[name] = transform
+            self.identity[name] = is_identity(transform)
             base = (
                 support.base_constraint if isinstance(support, constraints.independent) else support
             )
@@ -73,6 +83,19 @@ class _Latents:
 
     def values(self) -> dict[str, Tensor]:
         return {n: self.transforms[n](u) for n, u in self.unconstrained.items()}
+
+    def values_and_logdet(self, like: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        r"""Constrained values and the log-Jacobian of the map from the unconstrained tensors
+        (a zero like ``like`` when every site has real support)."""
+        values: dict[str, Tensor] = {}
+        logdet = like.new_zeros(())
+        for n, raw in self.unconstrained.items():
+            transform = self.transforms[n]
+            value = transform(raw)
+            values[n] = value
+            if not self.identity[n]:
+                logdet = logdet + transform.log_abs_det_jacobian(raw, value).sum()
+        return values, logdet
 
     def flat(self) -> Tensor:
         if not self.names:

@@ -207,6 +207,7 @@ class SymmetryModel(PyroModule):
         y: Tensor | None,
         *,
         num_data: int | None = None,
+        prior: bool = True,
     ) -> Tensor:
         r"""The log joint density at given latent values, computed without Pyro's tracing.
 
@@ -215,7 +216,8 @@ class SymmetryModel(PyroModule):
         hyperparameters, random weights and noise, plus the likelihood scaled by
         ``num_data / len(x)``. Point weights are the network's own parameters. It is the MAP
         engine's objective when :meth:`fast_log_joint_supported`; the tracing path stays the
-        reference (a test checks they agree).
+        reference (a test checks they agree). With ``prior=False`` only the (scaled) likelihood
+        term is returned.
         """
         if not self.fast_log_joint_supported():
             raise ValueError("log_joint covers one Gaussian (fixed or random noise) or Categorical")
@@ -225,7 +227,11 @@ class SymmetryModel(PyroModule):
         cache: dict[str, Tensor] = {}
         terms: list[Tensor] = []
 
+        with_prior = prior
+
         def hyper_terms(prior: Prior, name: str) -> None:
+            if not with_prior:
+                return
             for h in prior.hyperparameters():
                 if h.is_random:
                     site = h.site(name)
@@ -239,7 +245,8 @@ class SymmetryModel(PyroModule):
             prior = self.priors[name]
             hyper_terms(prior, name)
             value = latent[name]
-            terms.append(prior.distribution(name, param, rel, cache).log_prob(value))
+            if with_prior:
+                terms.append(prior.distribution(name, param, rel, cache).log_prob(value))
             values[name] = value
         params = dict(self.network.named_parameters())
         for name in self.point_names:
@@ -249,15 +256,17 @@ class SymmetryModel(PyroModule):
                 prior = self.weight_priors[name]
                 hyper_terms(prior, name)
                 values[name] = latent[name]
-                terms.append(
-                    prior.distribution(name, params[name], None, cache).log_prob(latent[name])
-                )
+                if with_prior:
+                    terms.append(
+                        prior.distribution(name, params[name], None, cache).log_prob(latent[name])
+                    )
         output = self.run(values, x)
         if isinstance(lik, Gaussian):
             assert lik.hyper is not None
             if lik.hyper.is_random:
                 sigma = latent["noise_scale"]
-                terms.append(_on(lik.hyper.value, sigma.dtype, sigma.device).log_prob(sigma))
+                if with_prior:
+                    terms.append(_on(lik.hyper.value, sigma.dtype, sigma.device).log_prob(sigma))
             else:
                 sigma = lik.hyper.resolve(
                     "noise_scale", None, dtype=output.dtype, device=output.device
@@ -274,8 +283,16 @@ class SymmetryModel(PyroModule):
         return torch.stack([t.reshape(()) for t in terms]).sum()
 
     def run(self, values: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        r"""The network's output on ``x`` with parameters replaced by ``values``."""
-        return functional_call(self.network, dict(values), (x,), strict=False)
+        r"""The network's output on ``x`` with parameters replaced by ``values``.
+
+        Only the values that are not already the network's own parameter tensors are swapped in
+        (a MAP step optimises most of them in place), and none at all when every value is.
+        """
+        own = dict(self.network.named_parameters())
+        swapped = {n: v for n, v in values.items() if own.get(n) is not v}
+        if not swapped:
+            return self.network(x)
+        return functional_call(self.network, swapped, (x,), strict=False)
 
     def forward(
         self,

@@ -218,8 +218,11 @@ class IsotropicNormal(dist.TorchDistribution):
     }
     has_rsample = True
 
-    def __init__(self, loc: Tensor, scale: Tensor, event_shape: torch.Size) -> None:
+    def __init__(
+        self, loc: Tensor, scale: Tensor, event_shape: torch.Size, *, zero_loc: bool = False
+    ) -> None:
         self.loc, self.scale = loc, scale
+        self._zero_loc = zero_loc  # the caller knows loc is 0: skip the subtraction
         self._numel = math.prod(event_shape)
         super().__init__(torch.Size(), torch.Size(event_shape), validate_args=False)
 
@@ -241,10 +244,15 @@ class IsotropicNormal(dist.TorchDistribution):
         return self.loc + self.scale * eps
 
     def log_prob(self, value: Tensor) -> Tensor:
-        centred = value - self.loc
-        dims = tuple(range(-len(self.event_shape), 0))
-        sq = centred.square().sum(dims) if dims else centred.square()
-        return -sq / (2 * self.scale**2) - self._numel * (
+        centred = value if self._zero_loc else value - self.loc
+        event_dims = len(self.event_shape)
+        if centred.ndim == event_dims:
+            flat = centred.reshape(-1)
+            sq = torch.dot(flat, flat)  # one fused pass, no squared copy
+        else:
+            dims = tuple(range(-event_dims, 0))
+            sq = centred.square().sum(dims) if dims else centred.square()
+        return -0.5 * sq / self.scale.square() - self._numel * (
             self.scale.log() + 0.5 * math.log(2 * math.pi)
         )
 
@@ -289,9 +297,10 @@ class NormalPrior(Prior):
         if self.loc_value is None and not isinstance(strict, Tensor):
             # A scalar centre: expand lazily, so the log density is one pass over the parameter
             # (it is evaluated at every MAP/SVI step on possibly large residual matrices).
-            centre = param.new_tensor(0.0 if strict is None else float(strict))
+            centre_value = 0.0 if strict is None else float(strict)
+            centre = param.new_tensor(centre_value)
             if param.ndim:
-                return IsotropicNormal(centre, scale, param.shape)
+                return IsotropicNormal(centre, scale, param.shape, zero_loc=centre_value == 0.0)
             base = dist.Normal(centre, scale)
         else:
             base = dist.Normal(self.loc(param, relaxation), scale.expand(param.shape))

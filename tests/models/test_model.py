@@ -293,10 +293,12 @@ def test_bad_input_errors():
     assert EquivariantLinear(V(G), V(G)) is not None
 
 
-def _traced_log_joint(model, latent, x, y, num_data=None):
+def _traced_log_joint(model, latent, x, y, num_data=None, sites=None):
     conditioned = pyro.poutine.condition(model, data=latent)
     trace = pyro.poutine.trace(conditioned).get_trace(x, y, num_data=num_data)
-    return float(trace.log_prob_sum().detach())
+    if sites is None:
+        return float(trace.log_prob_sum().detach())
+    return float(trace.log_prob_sum(lambda name, site: name in sites).detach())
 
 
 @pytest.mark.parametrize(
@@ -328,4 +330,9 @@ def test_direct_log_joint_equals_the_traced_model(case):
     for num_data in (None, 40):
         fast = float(model.log_joint(latent, x, y, num_data=num_data).detach())
         assert fast == pytest.approx(_traced_log_joint(model, latent, x, y, num_data), rel=1e-12)
+        # prior=False: the (scaled) likelihood term alone
+        lik = float(model.log_joint(latent, x, y, num_data=num_data, prior=False).detach())
+        ref = _traced_log_joint(model, latent, x, y, num_data, sites={"obs"})
+        assert lik == pytest.approx(ref, rel=1e-12)
+        assert abs(lik - fast) > 1e-3
     assert not SymmetryModel(net, Gaussian(None)).fast_log_joint_supported()

@@ -161,3 +161,25 @@ def test_bad_input_errors():
         PrecisionPrior(concentration=-1.0)
     with pytest.raises(ValueError, match="no default prior"):
         default_prior(Relaxation("remul", "unknown"))
+
+
+@pytest.mark.parametrize("zero_loc", [True, False])
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_isotropic_normal_is_the_expanded_normal(zero_loc, batch):
+    """The one-pass density equals Normal(loc, scale).expand(shape).to_event(...), values and
+    gradients (scale), for a value with and without leading batch dims."""
+    from symprior.priors._base import IsotropicNormal
+
+    gen = torch.Generator().manual_seed(0)
+    shape = torch.Size([4, 5])
+    loc = torch.tensor(0.0 if zero_loc else 0.7, dtype=torch.float64)
+    value = torch.randn(*batch, *shape, generator=gen, dtype=torch.float64)
+    s1 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    s2 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    fast = IsotropicNormal(loc, s1, shape, zero_loc=zero_loc).log_prob(value)
+    ref = dist.Normal(loc, s2).expand(shape).to_event(2).log_prob(value)
+    assert fast.shape == ref.shape == torch.Size(batch)
+    assert torch.allclose(fast, ref, rtol=1e-12)
+    (g1,) = torch.autograd.grad(fast.sum(), s1)
+    (g2,) = torch.autograd.grad(ref.sum(), s2)
+    assert torch.allclose(g1, g2, rtol=1e-12)
