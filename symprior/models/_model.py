@@ -229,10 +229,10 @@ class SymmetryModel(PyroModule):
 
         with_prior = prior
 
-        def hyper_terms(prior: Prior, name: str) -> None:
+        def hyper_terms(site_prior: Prior, name: str) -> None:
             if not with_prior:
                 return
-            for h in prior.hyperparameters():
+            for h in site_prior.hyperparameters():
                 if h.is_random:
                     site = h.site(name)
                     if site not in cache:
@@ -242,24 +242,23 @@ class SymmetryModel(PyroModule):
 
         values: dict[str, Tensor] = {}
         for name, (param, rel) in self.relaxation_sites.items():
-            prior = self.priors[name]
-            hyper_terms(prior, name)
+            site_prior = self.priors[name]
+            hyper_terms(site_prior, name)
             value = latent[name]
             if with_prior:
-                terms.append(prior.distribution(name, param, rel, cache).log_prob(value))
+                terms.append(site_prior.distribution(name, param, rel, cache).log_prob(value))
             values[name] = value
         params = dict(self.network.named_parameters())
         for name in self.point_names:
             if self.weight_priors is None:
                 values[name] = params[name]
             else:
-                prior = self.weight_priors[name]
-                hyper_terms(prior, name)
+                weight_prior = self.weight_priors[name]
+                hyper_terms(weight_prior, name)
                 values[name] = latent[name]
                 if with_prior:
-                    terms.append(
-                        prior.distribution(name, params[name], None, cache).log_prob(latent[name])
-                    )
+                    density = weight_prior.distribution(name, params[name], None, cache)
+                    terms.append(density.log_prob(latent[name]))
         output = self.run(values, x)
         if isinstance(lik, Gaussian):
             assert lik.hyper is not None
