@@ -389,6 +389,10 @@ def _grads(layer: KronLayer, g: Tensor, batch: int) -> Tensor:
     return g.reshape(batch, -1, g.shape[-1])
 
 
+#: Output columns of the loss's square root back-propagated together in one (vmapped) pass.
+KFAC_COLUMNS_PER_PASS = 16
+
+
 @dataclass
 class KronFactors:
     r"""Accumulated KFAC statistics of one layer over the data.
@@ -411,12 +415,14 @@ def kron_factors(
     u: Tensor,
     loss: LossSpec,
     layers: Sequence[KronLayer],
+    on_output: Callable[[Tensor], None] | None = None,
 ) -> dict[str, KronFactors]:
     r"""KFAC statistics of ``layers`` on one batch, keyed by weight site.
 
     ``run(u)`` must evaluate the network (with ``u`` in the graph of every layer's output). A
     layer called several times (weight sharing) has its calls stacked as extra positions ``t``.
-    Layers never called are left out of the result.
+    Layers never called are left out of the result. ``on_output`` receives the (detached)
+    network output, for callers that need it too (the log-likelihood at the same point).
     """
     inputs: dict[int, list[Tensor]] = {id(layer): [] for layer in layers}
     outputs: dict[int, list[Tensor]] = {id(layer): [] for layer in layers}
@@ -435,6 +441,8 @@ def kron_factors(
         for h in hooks:
             h.remove()
     batch = out.shape[0]
+    if on_output is not None:
+        on_output(out.detach())
     loss = _resolve_loss(loss, out)
     used = [
         layer
@@ -454,15 +462,19 @@ def kron_factors(
     targets = [o for layer in used for o in outputs[id(layer)]]
     if not targets:
         return result
-    for cot, weight in loss.columns(out.shape):
-        grads = torch.autograd.grad(out, targets, cot.to(out), retain_graph=True, allow_unused=True)
+    columns = list(loss.columns(out.shape))
+
+    def accumulate(grads: Sequence[Tensor | None], weight: Tensor | None, rows: int) -> None:
+        # ``grads`` hold ``rows`` = (columns x batch) cotangent rows of every layer output.
         i = 0
         for layer in used:
             parts = []
             for o in outputs[id(layer)]:
                 g = grads[i]
                 i += 1
-                parts.append(_grads(layer, torch.zeros_like(o) if g is None else g, batch))
+                if g is None:
+                    g = o.new_zeros((rows // batch, *o.shape))
+                parts.append(_grads(layer, g.reshape(rows, *o.shape[1:]), rows))
             g_rows = torch.cat(parts, 1)
             if weight is not None:
                 g_rows = g_rows * weight.to(g_rows)[:, None, None]
@@ -471,6 +483,28 @@ def kron_factors(
             if factors.bias_sum is not None:
                 gb = g_rows.sum(1)
                 factors.bias_sum = factors.bias_sum + gb.T @ gb
+
+    # Several columns per backward pass (vmap over the cotangents); networks whose autograd
+    # Functions have no batching rule fall back to one pass per column.
+    start = 0
+    while start < len(columns):
+        chunk = columns[start : start + KFAC_COLUMNS_PER_PASS]
+        cots = torch.stack([cot.to(out) for cot, _ in chunk])
+        weights = [w if w is not None else out.new_ones(batch) for _, w in chunk]
+        weight = None if all(w is None for _, w in chunk) else torch.cat(weights)
+        try:
+            grads = torch.autograd.grad(
+                out, targets, cots, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+        except RuntimeError as err:
+            if "vmap" not in str(err) and "atching rule" not in str(err):
+                raise
+            break
+        accumulate(grads, weight, len(chunk) * batch)
+        start += len(chunk)
+    for cot, w in columns[start:]:
+        grads = torch.autograd.grad(out, targets, cot.to(out), retain_graph=True, allow_unused=True)
+        accumulate([None if g is None else g[None] for g in grads], w, batch)
     return result
 
 
@@ -647,9 +681,18 @@ class KroneckerPrecision(CurvaturePart):
         self.count = factors.count
         self.delta = prior_precision.double()
         self.dim = int(g.shape[0] * a.shape[0])
-        eig_g = torch.linalg.eigvalsh(self.g).clamp_min(0.0)
-        eig_a = torch.linalg.eigvalsh(self.a).clamp_min(0.0)
-        self.eigenvalues = torch.outer(eig_g, eig_a) / self.count + self.delta
+        self._bases: tuple[Tensor, Tensor] | None = None
+        if self.g.requires_grad or self.a.requires_grad or self.delta.requires_grad:
+            # Differentiable evidence: eigenvalues alone (their gradient needs no eigenvectors).
+            eig_g = torch.linalg.eigvalsh(self.g)
+            eig_a = torch.linalg.eigvalsh(self.a)
+        else:
+            # One decomposition serves the evidence and the posterior block.
+            eig_g, rows = torch.linalg.eigh(self.g)
+            eig_a, cols = torch.linalg.eigh(self.a)
+            self._bases = (rows, cols)
+        self._eig = (eig_g.clamp_min(0.0), eig_a.clamp_min(0.0))
+        self.eigenvalues = torch.outer(*self._eig) / self.count + self.delta
         self.floor = _floor(self.eigenvalues, floor)
         self.num_repaired = int((self.eigenvalues.detach() < self.floor).sum())
 
@@ -657,9 +700,13 @@ class KroneckerPrecision(CurvaturePart):
         return self.eigenvalues.clamp_min(self.floor).log().sum()
 
     def block(self, loc: Tensor) -> Block:
-        eig_g, rows = torch.linalg.eigh(self.g.detach())
-        eig_a, cols = torch.linalg.eigh(self.a.detach())
-        precision = torch.outer(eig_g.clamp_min(0.0), eig_a.clamp_min(0.0)) / self.count
+        if self._bases is None:
+            eig_g, rows = torch.linalg.eigh(self.g.detach())
+            eig_a, cols = torch.linalg.eigh(self.a.detach())
+            eig_g, eig_a = eig_g.clamp_min(0.0), eig_a.clamp_min(0.0)
+        else:
+            (rows, cols), (eig_g, eig_a) = self._bases, self._eig
+        precision = torch.outer(eig_g, eig_a) / self.count
         precision = (precision + self.delta.detach()).clamp_min(self.floor.detach())
         dtype = loc.dtype
         return KroneckerEigenBlock(

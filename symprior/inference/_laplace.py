@@ -406,15 +406,45 @@ class _KronStructure(_Structure):
             parts.extend(self._network_parts(problem, network, create_graph))
         return parts + self._hessian_part(problem, rest, create_graph)
 
+    def evidence_terms(self, problem, names, *, create_graph):
+        network, rest = self._split(problem, names)
+        if not (problem.fast and network):
+            return super().evidence_terms(problem, names, create_graph=create_graph)
+        # The KFAC pass runs the network on every batch at the point: the likelihood part of
+        # the negative log joint is read off the same outputs (no second pass over the data).
+        all_names = problem.latents.names
+        values, logdet = problem.values(all_names, problem.flat(all_names))
+        nll: list[Tensor] = []
+        parts = self._network_parts(problem, network, create_graph, values=values, nll=nll)
+        parts += self._hessian_part(problem, rest, create_graph)
+        value = -logdet - problem.model.log_prior(values)
+        for term in nll:
+            value = value + term.to(value)
+        return value, parts
+
     def _network_parts(
-        self, problem: _Problem, names: list[str], create_graph: bool
+        self,
+        problem: _Problem,
+        names: list[str],
+        create_graph: bool,
+        *,
+        values: Mapping[str, Tensor] | None = None,
+        nll: list[Tensor] | None = None,
     ) -> list[CurvaturePart]:
         layers = find_kron_layers(problem.model.network, names)
         u = problem.flat(names)
         factors: dict[str, Any] = {}
         for _, xb, yb in problem.data():
             loss = problem.loss_curvature(xb, yb)
-            batch = kron_factors(partial(problem.run, names, xb=xb), u, loss, layers)
+            on_output = None
+            if nll is not None:
+
+                def on_output(out: Tensor, yb: Tensor = yb) -> None:
+                    nll.append(-problem.model.log_likelihood(out, yb, values))
+
+            batch = kron_factors(
+                partial(problem.run, names, xb=xb), u, loss, layers, on_output=on_output
+            )
             for site, f in batch.items():
                 if site not in factors:
                     factors[site] = f

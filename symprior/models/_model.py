@@ -213,25 +213,43 @@ class SymmetryModel(PyroModule):
 
         Equals ``trace.log_prob_sum()`` of the model conditioned on ``latent`` and run on
         ``(x, y, num_data=num_data)``: the priors of the relaxation parameters, their random
-        hyperparameters, random weights and noise, plus the likelihood scaled by
-        ``num_data / len(x)``. Point weights are the network's own parameters. It is the MAP
-        engine's objective when :meth:`fast_log_joint_supported`; the tracing path stays the
-        reference (a test checks they agree). With ``prior=False`` only the (scaled) likelihood
-        term is returned.
+        hyperparameters, random weights and noise (:meth:`log_prior`), plus the likelihood
+        (:meth:`log_likelihood`) scaled by ``num_data / len(x)``. Point weights are the network's
+        own parameters. It is the MAP and SVI engines' objective when
+        :meth:`fast_log_joint_supported`; the tracing path stays the reference (a test checks
+        they agree). With ``prior=False`` only the (scaled) likelihood term is returned.
         """
-        if not self.fast_log_joint_supported():
-            raise ValueError("log_joint covers one Gaussian (fixed or random noise) or Categorical")
+        self._check_fast()
         if y is None:
             raise ValueError("log_joint needs observations y")
-        lik = self.likelihood_list[0]
+        output = self.run(self.network_values(latent), x)
+        scale = (num_data if num_data is not None else x.shape[0]) / x.shape[0]
+        ll = scale * self.log_likelihood(output, y, latent)
+        return ll + self.log_prior(latent).to(ll) if prior else ll
+
+    def _check_fast(self) -> None:
+        if not self.fast_log_joint_supported():
+            raise ValueError("log_joint covers one Gaussian (fixed or random noise) or Categorical")
+
+    def network_values(self, latent: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        r"""Every network parameter: relaxation parameters (and random weights) from ``latent``,
+        point weights the network's own."""
+        values = {name: latent[name] for name in self.relaxation_sites}
+        if self.weight_priors is None:
+            params = dict(self.network.named_parameters())
+            values.update({name: params[name] for name in self.point_names})
+        else:
+            values.update({name: latent[name] for name in self.point_names})
+        return values
+
+    def log_prior(self, latent: Mapping[str, Tensor]) -> Tensor:
+        r"""The log prior density of the latent values: relaxation parameters, their random
+        hyperparameters, random weights and a random noise scale (no tracing)."""
+        self._check_fast()
         cache: dict[str, Tensor] = {}
         terms: list[Tensor] = []
 
-        with_prior = prior
-
         def hyper_terms(site_prior: Prior, name: str) -> None:
-            if not with_prior:
-                return
             for h in site_prior.hyperparameters():
                 if h.is_random:
                     site = h.site(name)
@@ -240,46 +258,45 @@ class SymmetryModel(PyroModule):
                         cache[site] = value
                         terms.append(_on(h.value, value.dtype, value.device).log_prob(value).sum())
 
-        values: dict[str, Tensor] = {}
         for name, (param, rel) in self.relaxation_sites.items():
             site_prior = self.priors[name]
             hyper_terms(site_prior, name)
-            value = latent[name]
-            if with_prior:
-                terms.append(site_prior.distribution(name, param, rel, cache).log_prob(value))
-            values[name] = value
-        params = dict(self.network.named_parameters())
-        for name in self.point_names:
-            if self.weight_priors is None:
-                values[name] = params[name]
-            else:
+            terms.append(site_prior.distribution(name, param, rel, cache).log_prob(latent[name]))
+        if self.weight_priors is not None:
+            params = dict(self.network.named_parameters())
+            for name in self.point_names:
                 weight_prior = self.weight_priors[name]
                 hyper_terms(weight_prior, name)
-                values[name] = latent[name]
-                if with_prior:
-                    density = weight_prior.distribution(name, params[name], None, cache)
-                    terms.append(density.log_prob(latent[name]))
-        output = self.run(values, x)
+                density = weight_prior.distribution(name, params[name], None, cache)
+                terms.append(density.log_prob(latent[name]))
+        lik = self.likelihood_list[0]
+        if isinstance(lik, Gaussian) and lik.hyper is not None and lik.hyper.is_random:
+            sigma = latent["noise_scale"]
+            terms.append(_on(lik.hyper.value, sigma.dtype, sigma.device).log_prob(sigma))
+        if not terms:
+            like = next(iter(self.network.parameters()), torch.zeros(()))
+            return like.new_zeros(())
+        return torch.stack([t.reshape(()) for t in terms]).sum()
+
+    def log_likelihood(
+        self, output: Tensor, y: Tensor, latent: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
+        r""":math:`\sum_n \log p(y_n \mid f_n)` of the network ``output`` (unscaled); a random
+        noise scale is read from ``latent``."""
+        self._check_fast()
+        lik = self.likelihood_list[0]
         if isinstance(lik, Gaussian):
             assert lik.hyper is not None
             if lik.hyper.is_random:
+                if latent is None or "noise_scale" not in latent:
+                    raise ValueError("the noise scale is random: pass its value in latent")
                 sigma = latent["noise_scale"]
-                if with_prior:
-                    terms.append(_on(lik.hyper.value, sigma.dtype, sigma.device).log_prob(sigma))
             else:
                 sigma = lik.hyper.resolve(
                     "noise_scale", None, dtype=output.dtype, device=output.device
                 )
-            ll = torch.distributions.Normal(output, sigma, validate_args=False).log_prob(y).sum()
-        else:
-            ll = (
-                torch.distributions.Categorical(logits=output, validate_args=False)
-                .log_prob(y)
-                .sum()
-            )
-        scale = (num_data if num_data is not None else x.shape[0]) / x.shape[0]
-        terms.append(scale * ll)
-        return torch.stack([t.reshape(()) for t in terms]).sum()
+            return torch.distributions.Normal(output, sigma, validate_args=False).log_prob(y).sum()
+        return torch.distributions.Categorical(logits=output, validate_args=False).log_prob(y).sum()
 
     def run(self, values: Mapping[str, Tensor], x: Tensor) -> Tensor:
         r"""The network's output on ``x`` with parameters replaced by ``values``.

@@ -1,6 +1,7 @@
 """The Laplace engine against closed forms, hand-computed curvature and finite differences."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -216,9 +217,43 @@ def _output_hessians(kind, out, sigma):
 LIKELIHOODS = {"gaussian": lambda: Gaussian(0.3), "categorical": lambda: Categorical()}
 
 
+class _PlainTanh(torch.autograd.Function):
+    """tanh as an autograd Function whose backward cannot run under vmap (it reads a value)."""
+
+    @staticmethod
+    def forward(ctx, h):
+        out = torch.tanh(h)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        bound = float(grad.abs().max().item())  # data-dependent: no batching rule
+        return grad.clamp(-bound, bound) * (1 - out**2)
+
+
+class _TanhModule(nn.Module):
+    def forward(self, h):
+        return _PlainTanh.apply(h)
+
+
+@pytest.mark.parametrize("passes", ["batched", "chunks-of-2", "no-batching-rule"])
 @pytest.mark.parametrize("kind", list(LIKELIHOODS))
-def test_kfac_blocks_equal_per_sample_kronecker_factors(kind):
+def test_kfac_blocks_equal_per_sample_kronecker_factors(kind, passes, monkeypatch):
+    """KFAC factors against per-sample closed forms, with the loss columns back-propagated all
+    at once, in ragged chunks, and one by one (an autograd Function without a batching rule)."""
+    from symprior.inference import _curvature
+
     model, x, y = _mlp_model(LIKELIHOODS[kind]())
+    if passes == "chunks-of-2":
+        monkeypatch.setattr(_curvature, "KFAC_COLUMNS_PER_PASS", 2)
+    if passes == "no-batching-rule":
+        model.network[1] = _TanhModule()
+        with pytest.raises(RuntimeError, match=r"vmap|atching rule"):
+            h = torch.randn(2, 3, dtype=F64, requires_grad=True)
+            out = _PlainTanh.apply(h)
+            torch.autograd.grad(out, h, torch.ones(2, 2, 3, dtype=F64), is_grads_batched=True)
     post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
     net = model.network
     w1, b1, w2, b2 = (p.detach() for p in net.parameters())
@@ -454,6 +489,36 @@ def test_evidence_gradient_matches_central_finite_differences(case):
         _set(model, k, v)
         finite_difference = (evals[0] - evals[1]) / (2 * step)
         assert float(grad) == pytest.approx(finite_difference, rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kron"])
+def test_direct_evidence_equals_the_traced_model(structure, monkeypatch):
+    """Evidence, log joint and posterior computed through the model's direct log joint (and,
+    for kron, the likelihood read off the curvature pass) equal those of the traced model, on a
+    nonlinear model with random noise and random residual scale (log-Jacobian terms)."""
+
+    def fit():
+        torch.manual_seed(0)
+        net = RPPMLP(V(SO2()), V(SO2()), hidden=V(SO2()) + Scalar(SO2()), depth=1).double()
+        model = SymmetryModel(
+            net,
+            Gaussian(dist.LogNormal(-1.0, 0.5)),
+            priors={"*": ResidualPrior(dist.HalfNormal(0.3))},
+            weight_prior=EquivariantPrior(1.5),
+        )
+        x, y = _case_data("rpp")
+        engine = Laplace("all", structure, num_epochs=20, batch_size=8, lr=0.02, progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CurvatureWarning)
+            return engine.fit(model, (x, y))
+
+    direct = fit()
+    monkeypatch.setattr(SymmetryModel, "fast_log_joint_supported", lambda self: False)
+    traced = fit()
+    for key in ("log_evidence", "log_joint"):
+        assert direct.info[key] == pytest.approx(traced.info[key], rel=1e-10), key
+    assert torch.allclose(direct.loc(), traced.loc(), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(direct.covariance(), traced.covariance(), rtol=1e-8, atol=1e-12)
 
 
 def test_non_positive_definite_curvature_is_repaired_and_reported():
