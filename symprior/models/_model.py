@@ -15,7 +15,7 @@ from torch.func import functional_call
 from symprior.models._likelihoods import Categorical, Gaussian, Likelihood
 from symprior.nn import Relaxation, relaxation_parameters
 from symprior.priors import Prior, PriorSpec, as_prior, default_prior
-from symprior.priors._base import _on
+from symprior.priors._base import NormalPrior, _on, isotropic_log_prob
 
 __all__ = ["SymmetryModel"]
 
@@ -258,17 +258,21 @@ class SymmetryModel(PyroModule):
                         cache[site] = value
                         terms.append(_on(h.value, value.dtype, value.device).log_prob(value).sum())
 
-        for name, (param, rel) in self.relaxation_sites.items():
-            site_prior = self.priors[name]
+        def site_term(site_prior: Prior, name: str, param: Tensor, rel: Relaxation | None) -> None:
+            fixed = site_prior.fixed_isotropic(rel) if isinstance(site_prior, NormalPrior) else None
+            if fixed is not None:
+                # Fixed numeric centre and scale: two operations on the value, no distribution.
+                terms.append(isotropic_log_prob(latent[name], *fixed))
+                return
             hyper_terms(site_prior, name)
             terms.append(site_prior.distribution(name, param, rel, cache).log_prob(latent[name]))
+
+        for name, (param, rel) in self.relaxation_sites.items():
+            site_term(self.priors[name], name, param, rel)
         if self.weight_priors is not None:
             params = dict(self.network.named_parameters())
             for name in self.point_names:
-                weight_prior = self.weight_priors[name]
-                hyper_terms(weight_prior, name)
-                density = weight_prior.distribution(name, params[name], None, cache)
-                terms.append(density.log_prob(latent[name]))
+                site_term(self.weight_priors[name], name, params[name], None)
         lik = self.likelihood_list[0]
         if isinstance(lik, Gaussian) and lik.hyper is not None and lik.hyper.is_random:
             sigma = latent["noise_scale"]

@@ -266,6 +266,15 @@ class IsotropicNormal(dist.TorchDistribution):
         )
 
 
+def isotropic_log_prob(value: Tensor, loc: float, scale: float) -> Tensor:
+    r""":math:`\log N(v; \mathrm{loc}, \mathrm{scale}^2 I)` summed over every entry of ``value``,
+    for numbers ``loc`` and ``scale``: a 0-d tensor."""
+    centred = value if loc == 0.0 else value - loc
+    flat = centred.reshape(-1)
+    const = -value.numel() * (math.log(scale) + 0.5 * math.log(2 * math.pi))
+    return torch.dot(flat, flat) * (-0.5 / scale**2) + const
+
+
 class NormalPrior(Prior):
     r"""Shared machinery of the Gaussian priors :math:`N(\mathrm{loc}, \mathrm{scale}^2 I)`.
 
@@ -281,6 +290,20 @@ class NormalPrior(Prior):
 
     def hyperparameters(self) -> tuple[Hyperparameter, ...]:
         return (self.scale,)
+
+    def fixed_isotropic(self, relaxation: Relaxation | None) -> tuple[float, float] | None:
+        r"""``(loc, scale)`` as numbers when both are fixed scalars (no random or tensor scale,
+        no tensor-valued strict setting), else ``None``: then the log density is
+        :func:`isotropic_log_prob`, two operations on the parameter."""
+        value = self.scale.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if self.loc_value is not None:
+            return float(self.loc_value), float(value)
+        strict = None if relaxation is None else relaxation.strict_value
+        if isinstance(strict, Tensor):
+            return None
+        return (0.0 if strict is None else float(strict)), float(value)
 
     def loc(self, param: Tensor, relaxation: Relaxation | None) -> Tensor:
         r"""The centre: ``loc`` if given, else the strict value (else 0), shaped like ``param``."""

@@ -302,7 +302,14 @@ def _traced_log_joint(model, latent, x, y, num_data=None, sites=None):
 
 
 @pytest.mark.parametrize(
-    "case", ["fixed-noise", "hierarchical-prior", "weight-prior-random-noise", "categorical"]
+    "case",
+    [
+        "fixed-noise",
+        "hierarchical-prior",
+        "weight-prior-random-noise",
+        "categorical",
+        "off-centre-and-tensor-scales",
+    ],
 )
 def test_direct_log_joint_equals_the_traced_model(case):
     torch.manual_seed(3)
@@ -315,6 +322,14 @@ def test_direct_log_joint_equals_the_traced_model(case):
     if case == "weight-prior-random-noise":
         kwargs["weight_prior"] = dist.Normal(0.0, 2.0)
         likelihood = Gaussian(dist.LogNormal(0.0, 1.0))
+    if case == "off-centre-and-tensor-scales":
+        from symprior.priors import NormalPrior
+        from symprior.priors._base import Hyperparameter
+
+        kwargs["priors"] = {
+            "layers.0.residual": NormalPrior(Hyperparameter(0.3, "scale"), loc=0.2),
+            "*": ResidualPrior(torch.tensor(0.4, dtype=torch.float64)),
+        }
     if case == "categorical":
         net = RPPMLP(V(G), 3 * Scalar(G), 2 * V(G) + Scalar(G), 1).double()
         likelihood = Categorical()
