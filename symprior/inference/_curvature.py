@@ -454,7 +454,8 @@ def kron_factors(
     result: dict[str, KronFactors] = {}
     for layer in used:
         rows = torch.cat([_rows(layer, x, batch) for x in inputs[id(layer)]], 1)
-        a_sum = torch.einsum("btq,btr->qr", rows, rows) / rows.shape[1]
+        flat = rows.reshape(-1, rows.shape[-1])
+        a_sum = (flat.T @ flat) / rows.shape[1]
         first = outputs[id(layer)][0]
         p = first.shape[1] if layer.kind == "conv" else first.shape[-1]
         bias = a_sum.new_zeros(p, p) if layer.bias is not None else None
@@ -479,7 +480,8 @@ def kron_factors(
             if weight is not None:
                 g_rows = g_rows * weight.to(g_rows)[:, None, None]
             factors = result[layer.weight]
-            factors.g_sum = factors.g_sum + torch.einsum("btp,btr->pr", g_rows, g_rows)
+            flat = g_rows.reshape(-1, g_rows.shape[-1])
+            factors.g_sum = factors.g_sum + flat.T @ flat
             if factors.bias_sum is not None:
                 gb = g_rows.sum(1)
                 factors.bias_sum = factors.bias_sum + gb.T @ gb

@@ -75,6 +75,10 @@ __all__ = [
     "linearized_predict",
 ]
 
+#: The smallest default batch of the curvature pass (larger batches amortise per-batch work;
+#: the pass sums over all the data exactly whatever the batch size).
+CURVATURE_BATCH_SIZE = 256
+
 #: Which latent sites get a Gaussian: relaxations and hyperparameters, or everything.
 SUBSETS = ("relaxation", "all")
 
@@ -632,11 +636,16 @@ class Laplace(Engine):
         keeps the MAP point as is. Other structures use the MAP point.
     eigenvalue_floor : float
         Relative floor of the eigenvalue repair.
+    curvature_batch_size : int, optional
+        Data points per batch of the curvature and evidence pass, which sums over all the data
+        exactly whatever the batches: only memory and speed depend on it. Default: the larger of
+        ``batch_size`` and :data:`CURVATURE_BATCH_SIZE` (all the data when ``batch_size`` is
+        ``None``). Networks whose output on a point depends on the rest of its batch (batch
+        normalisation in training mode) are outside the Laplace engine's assumptions anyway.
     map_options : TrainOptions, optional
         Options of the MAP loop; default: ``options``.
     options : TrainOptions, optional
-        Or the same fields as keywords (see :class:`~symprior.inference.MAP`). ``batch_size`` also
-        sets the batches of the curvature pass, which sums over all the data exactly.
+        Or the same fields as keywords (see :class:`~symprior.inference.MAP`).
 
     Examples
     --------
@@ -669,11 +678,15 @@ class Laplace(Engine):
         hyper_lr: float = 0.05,
         newton_steps: int | None = None,
         eigenvalue_floor: float = EIGENVALUE_FLOOR,
+        curvature_batch_size: int | None = None,
         map_options: TrainOptions | None = None,
         options: TrainOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(options, **kwargs)
+        if curvature_batch_size is not None:
+            _count(curvature_batch_size, "curvature_batch_size", 1)
+        self.curvature_batch_size = curvature_batch_size
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
         if structure not in STRUCTURES:
@@ -759,9 +772,10 @@ class Laplace(Engine):
 
     def _curvature_batches(self, data: Any) -> Batches:
         o = self.options
-        return as_batches(
-            data, batch_size=o.batch_size, seed=o.seed, device=o.torch_device, shuffle=False
-        )
+        size = self.curvature_batch_size
+        if size is None and o.batch_size is not None:
+            size = max(o.batch_size, CURVATURE_BATCH_SIZE)
+        return as_batches(data, batch_size=size, seed=o.seed, device=o.torch_device, shuffle=False)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model: Any, data: Any, *, resume: bool = False) -> Posterior:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
 from typing import Any
 
 import pyro
@@ -17,7 +18,8 @@ from pyro.infer.autoguide import (
     init_to_value,
 )
 from torch import Tensor
-from torch.distributions import biject_to
+from torch.distributions import biject_to, transform_to
+from torch.distributions.transforms import Transform
 
 from symprior.inference._engine import Engine, TrainOptions, latent_sites
 from symprior.inference._map import as_symmetry_model, initial_value
@@ -127,10 +129,11 @@ class SVI(Engine):
             # distribution without tracing model and guide every step; the traced Trace_ELBO is
             # its reference (a test checks they agree draw for draw).
             fast = model.fast_log_joint_supported()
+            normal = self._normal_parameters(guide, sites, params) if fast else None
 
             def objective(xb: Tensor, yb: Tensor | None) -> Tensor:
                 if fast:
-                    return self._direct_loss(model, guide, sites, xb, yb, num_data)
+                    return self._direct_loss(model, guide, sites, xb, yb, num_data, normal)
                 return elbo.differentiable_loss(model, guide, xb, yb, num_data=num_data)
 
             def make_posterior() -> Posterior:
@@ -150,7 +153,31 @@ class SVI(Engine):
             self._run(objective, params, batches, make_posterior, resume=resume, description="SVI")
             return make_posterior()
 
-    def _draw(self, guide: Any, sites: list[SiteInfo]) -> tuple[dict[str, Tensor], Tensor]:
+    def _normal_parameters(
+        self, guide: Any, sites: list[SiteInfo], params: Mapping[str, Tensor]
+    ) -> dict[str, tuple[Tensor, Tensor, Transform]] | None:
+        r"""For the mean-field guide: each site's location, raw (unconstrained) scale and the
+        scale's constraining transform, read once from the param store, so a step does not go
+        through the autoguide's attribute machinery (the values are the same tensors)."""
+        if self.guide_kind != "normal":
+            return None
+        prefix = getattr(guide, "_pyro_name", None)
+        transform = transform_to(guide.scale_constraint)
+        out = {}
+        for s in sites:
+            loc = params.get(f"{prefix}.locs.{s.name}")
+            raw = params.get(f"{prefix}.scales.{s.name}")
+            if loc is None or raw is None:
+                return None  # another naming: go through the guide's accessors
+            out[s.name] = (loc, raw, transform)
+        return out
+
+    def _draw(
+        self,
+        guide: Any,
+        sites: list[SiteInfo],
+        normal: Mapping[str, tuple[Tensor, Tensor, Transform]] | None = None,
+    ) -> tuple[dict[str, Tensor], Tensor]:
         r"""One reparameterised draw from the guide: constrained values of every latent site and
         :math:`\log q` of the draw (the density of the unconstrained draw minus the log-Jacobian
         of the map to the constrained space), drawing random numbers in the same order as the
@@ -164,7 +191,11 @@ class SVI(Engine):
         if self.guide_kind == "normal":
             unconstrained = {}
             for s in sites:
-                loc, scale = guide._get_loc_and_scale(s.name)
+                if normal is not None:
+                    loc, raw, to_scale = normal[s.name]
+                    scale = to_scale(raw)
+                else:
+                    loc, scale = guide._get_loc_and_scale(s.name)
                 eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
                 unconstrained[s.name] = loc + scale * eps
                 # log N(loc + scale eps; loc, scale) as a function of (loc, scale): the same value
@@ -199,12 +230,13 @@ class SVI(Engine):
         x: Tensor,
         y: Tensor | None,
         num_data: int,
+        normal: Mapping[str, tuple[Tensor, Tensor, Transform]] | None = None,
     ) -> Tensor:
         r"""The negative ELBO, :math:`E_q[\log q(z) - \log p(\mathcal{D}, z)]`, estimated with
         ``num_particles`` draws (the estimator of Pyro's ``Trace_ELBO``)."""
         total: Tensor | float = 0.0
         for _ in range(self.num_particles):
-            values, log_q = self._draw(guide, sites)
+            values, log_q = self._draw(guide, sites, normal)
             log_p = model.log_joint(values, x, y, num_data=num_data)
             total = total + (log_q.to(log_p) - log_p)
         return torch.as_tensor(total) / self.num_particles

@@ -62,7 +62,14 @@ def test_full_laplace_equals_the_closed_form_posterior_and_evidence(device, batc
     names, mean, cov, evidence, *_ = closed_form(model, x, y)
     # A short Adam run far from the mode: the Newton polish makes the quadratic case exact.
     post = Laplace(
-        "all", "full", num_epochs=20, lr=0.05, batch_size=batch_size, progress=False, device=device
+        "all",
+        "full",
+        num_epochs=20,
+        lr=0.05,
+        batch_size=batch_size,
+        curvature_batch_size=batch_size,  # several curvature batches sum to the exact evidence
+        progress=False,
+        device=device,
     ).fit(model, (x.to(device), y.to(device)))
     assert post.site_names == names
     assert [b.kind for b in post.blocks] == ["full"]
@@ -507,7 +514,15 @@ def test_direct_evidence_equals_the_traced_model(structure, monkeypatch):
             weight_prior=EquivariantPrior(1.5),
         )
         x, y = _case_data("rpp")
-        engine = Laplace("all", structure, num_epochs=20, batch_size=8, lr=0.02, progress=False)
+        engine = Laplace(
+            "all",
+            structure,
+            num_epochs=20,
+            batch_size=8,
+            curvature_batch_size=5,  # ragged batches: 5, 5, 5, 1
+            lr=0.02,
+            progress=False,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CurvatureWarning)
             return engine.fit(model, (x, y))
@@ -629,6 +644,8 @@ def test_user_errors_name_the_argument():
         Laplace(learn_hyperparameters="residual_scale")
     with pytest.raises(ValueError, match="newton_steps"):
         Laplace("all", "diag", newton_steps=2)
+    with pytest.raises(ValueError, match="curvature_batch_size"):
+        Laplace(curvature_batch_size=0)
     with pytest.raises(ValueError, match="learn_hyperparameters names"):
         Laplace("all", learn_hyperparameters=["lam"], num_epochs=5, hyper_every=1).fit(
             model, (x, y)
