@@ -291,6 +291,10 @@ class SymmetryModel(PyroModule):
         lik = self.likelihood_list[0]
         if isinstance(lik, Gaussian):
             assert lik.hyper is not None
+            fixed = lik.hyper.value
+            if isinstance(fixed, int | float) and not isinstance(fixed, bool):
+                # A fixed numeric noise: the isotropic Gaussian density of the residuals.
+                return isotropic_log_prob(y - output, 0.0, float(fixed))
             if lik.hyper.is_random:
                 if latent is None or "noise_scale" not in latent:
                     raise ValueError("the noise scale is random: pass its value in latent")
