@@ -599,7 +599,13 @@ class DensePrecision(CurvaturePart):
         self.matrix = 0.5 * (matrix + matrix.T).double()
         self.dim = int(matrix.shape[0])
         self.method = method
-        self.eigenvalues = torch.linalg.eigvalsh(self.matrix)
+        self._vectors: Tensor | None = None
+        if self.matrix.requires_grad:
+            # Differentiable evidence: eigenvalues alone (their gradient needs no eigenvectors).
+            self.eigenvalues = torch.linalg.eigvalsh(self.matrix)
+        else:
+            # One decomposition serves the evidence, Newton steps and the posterior block.
+            self.eigenvalues, self._vectors = torch.linalg.eigh(self.matrix)
         self.floor = _floor(self.eigenvalues, floor)
         # Eigenvalues below the floor (the precision is not positive definite there) are
         # replaced by ``fill``: the floor itself or, when given, the smallest prior precision,
@@ -617,6 +623,8 @@ class DensePrecision(CurvaturePart):
         return torch.where(values < self.floor, self.fill.to(values), values).log().sum()
 
     def _eigh(self) -> tuple[Tensor, Tensor]:
+        if self._vectors is not None:
+            return self._repaired(self.eigenvalues), self._vectors
         values, vectors = torch.linalg.eigh(self.matrix.detach())
         return self._repaired(values), vectors
 
