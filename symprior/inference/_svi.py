@@ -177,7 +177,7 @@ class SVI(Engine):
         guide: Any,
         sites: list[SiteInfo],
         normal: Mapping[str, tuple[Tensor, Tensor, Transform]] | None = None,
-    ) -> tuple[dict[str, Tensor], Tensor]:
+    ) -> tuple[dict[str, Tensor], Tensor | float]:
         r"""One reparameterised draw from the guide: constrained values of every latent site and
         :math:`\log q` of the draw (the density of the unconstrained draw minus the log-Jacobian
         of the map to the constrained space), drawing random numbers in the same order as the
@@ -186,7 +186,7 @@ class SVI(Engine):
         if self.guide_kind == "delta":
             for s in sites:
                 values[s.name] = operator.attrgetter(s.name)(guide)
-            return values, torch.zeros(())
+            return values, 0.0  # a point mass has no density term
         log_q: Tensor | float = 0.0
         if self.guide_kind == "normal":
             unconstrained = {}
@@ -220,7 +220,7 @@ class SVI(Engine):
             if s.constraint != "real":
                 log_q = log_q - transform.log_abs_det_jacobian(u, value).sum()
             values[s.name] = value
-        return values, torch.as_tensor(log_q)
+        return values, log_q
 
     def _direct_loss(
         self,
@@ -238,8 +238,9 @@ class SVI(Engine):
         for _ in range(self.num_particles):
             values, log_q = self._draw(guide, sites, normal)
             log_p = model.log_joint(values, x, y, num_data=num_data)
-            total = total + (log_q.to(log_p) - log_p)
-        return torch.as_tensor(total) / self.num_particles
+            total = total + (log_q - log_p)
+        assert isinstance(total, Tensor)
+        return total / self.num_particles
 
     def _blocks(self, guide: Any, names: list[str], sites: list[SiteInfo]) -> list[Block]:
         if not names:
