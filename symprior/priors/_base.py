@@ -76,6 +76,7 @@ class Hyperparameter:
         self.name = name
         self.shared = shared
         self.site_name = site_name or name
+        self._constants: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
 
     @property
     def is_random(self) -> bool:
@@ -92,7 +93,14 @@ class Hyperparameter:
         if isinstance(self.value, Tensor):
             return self.value.reshape(()).to(dtype=dtype, device=device)
         if not isinstance(self.value, PyroDistribution):
-            return torch.tensor(float(self.value), dtype=dtype, device=device)
+            # A number: one tensor per (value, dtype, device), so a training step on a GPU does
+            # not copy the same constant from the host again and again.
+            key = (float(self.value), dtype, device)
+            constant = self._constants.get(key)
+            if constant is None:
+                constant = torch.tensor(key[0], dtype=dtype, device=device)
+                self._constants = {key: constant}
+            return constant
         site = self.site(param_name)
         if cache is not None and site in cache:
             return cache[site]
