@@ -33,18 +33,22 @@ from symprior.groups import (
     Translation,
     V,
 )
-from symprior.nn import RPPMLP, LieAlgebraConv
+from symprior.nn import RPPMLP, EquivariantLinear, GatedNonlinearity, LieAlgebraConv
+from symprior.nn import hidden_rep as _hidden_rep
 from symprior.nn.nonstationary import (
     NonStationaryGroupConv,
+    NonStationaryKernelConfig,
     NonStationaryLifting,
     sample_grid_offset,
 )
 from symprior.nn.power import PowerNet, image_generators
 
 __all__ = [
+    "SOFT_SE2_POOLS",
     "ZOO",
     "SoftSE2CNN",
     "TensorSquare",
+    "equivariant_mlp",
     "lie_algebra_cnn",
     "make_group",
     "parse_rep",
@@ -158,6 +162,53 @@ def rpp_mlp(
     return nn.Sequential(OrderedDict(square=TensorSquare(), mlp=mlp))
 
 
+def equivariant_mlp(
+    group: str = "SO2",
+    rep_in: str = "V",
+    rep_out: str = "Scalar",
+    hidden: int | str = 32,
+    depth: int = 2,
+    quadratic: bool = True,
+) -> nn.Module:
+    r"""A strictly equivariant MLP (EMLP): :func:`rpp_mlp` without its residual pathway.
+
+    The same layers as :func:`rpp_mlp` at its strict setting -- ``depth`` layers
+    :class:`~symprior.nn.EquivariantLinear` each followed by a
+    :class:`~symprior.nn.GatedNonlinearity`, then a last :class:`~symprior.nn.EquivariantLinear`
+    (after :class:`TensorSquare` with ``quadratic=True``) -- but with no relaxation parameters,
+    so it is exactly equivariant whatever its weights. It is the *strict* hypothesis when
+    comparing symmetry hypotheses: an RPP network with a small residual prior scale is not,
+    because its point-estimated equivariant weights can grow and amplify residuals that the
+    prior keeps small entry by entry.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from symprior.nn import relaxation_parameters
+    >>> net = equivariant_mlp(hidden="2V + 2Scalar", depth=1)
+    >>> list(relaxation_parameters(net))
+    []
+    >>> net(torch.randn(3, 2)).shape
+    torch.Size([3, 1])
+    """
+    G = make_group(group)
+    hidden_rep: Rep = parse_rep(hidden, G) if isinstance(hidden, str) else _hidden_rep(G, hidden)
+    first = parse_rep(rep_in, G)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+    layers: list[nn.Module] = []
+    rep = first + first * first if quadratic else first
+    for _ in range(depth):
+        gate = GatedNonlinearity(hidden_rep)
+        layers += [EquivariantLinear(rep, gate.rep_in), gate]
+        rep = hidden_rep
+    layers.append(EquivariantLinear(rep, parse_rep(rep_out, G)))
+    mlp = nn.Sequential(*layers)
+    if not quadratic:
+        return mlp
+    return nn.Sequential(OrderedDict(square=TensorSquare(), mlp=mlp))
+
+
 class _Pool(nn.Module):
     """Mean over every axis after the channels: (B, C, ...) -> (B, C)."""
 
@@ -165,12 +216,36 @@ class _Pool(nn.Module):
         return x.flatten(2).mean(-1)
 
 
+#: Readouts of :class:`SoftSE2CNN`: how the last feature map is pooled to one value per channel.
+SOFT_SE2_POOLS = ("max", "mean")
+
+
 class SoftSE2CNN(nn.Module):
     r"""A soft SE(2) CNN (004): non-stationary lifting, group convolutions, invariant pooling.
 
-    The rotation grid's offset is drawn once per forward in training mode
-    (:func:`~symprior.nn.sample_grid_offset`) and passed to every layer, so all layers agree on
-    the absolute angle of each rotation channel; in eval mode it is 0.
+    Each layer is followed by SiLU; the last feature map ``(B, C, R, H, W)`` is pooled over its
+    rotation and spatial axes and a linear readout gives the outputs. Pooling is invariant (a
+    rotation permutes the rotation axis and moves pixels), so a strict network (every
+    ``omega_prime`` at 0) is invariant to the rotations its grid represents exactly.
+
+    ``pool="max"`` is 004's readout (app. A.1: "max pooling is applied over spatial and subgroup
+    dimensions"). ``pool="mean"`` (the readout before ``pool`` existed) is nearly blind to
+    orientation:
+    the mean over all positions of a convolution is (sum of the kernel) x (sum of the input),
+    whatever the kernel's orientation, so orientation reaches a mean-pooled readout only through
+    the curvature of the nonlinearities. A soft-rotation layer (``omega_prime`` on the angle)
+    then barely changes the pooled features, and the 6-vs-9 task is hard to learn with it.
+
+    Rotation grid: with ``random_grid=True`` the offset :math:`\theta_0` is drawn once per
+    forward in training mode (:func:`~symprior.nn.sample_grid_offset`, Monte-Carlo integration
+    over SO(2), 004 sec. 5) and passed to every layer, so all layers agree on the absolute angle
+    of each rotation channel; in eval mode it is 0. With ``random_grid=False`` it is 0 in both
+    modes: the network is deterministic, its training objective is the function that eval-mode
+    predictions use (a Laplace curvature at the MAP point then describes that function), and
+    with ``num_rotations`` a multiple of 4 a strict network is exactly invariant to quarter
+    turns of a square image in training mode too. A *relaxed* network depends on the absolute
+    angle of its grid, so after training with random offsets its eval-mode function (offset 0)
+    is one draw of a family it was only fitted to on average.
     """
 
     def __init__(
@@ -182,11 +257,22 @@ class SoftSE2CNN(nn.Module):
         radius: float,
         soft: str,
         padding: str,
+        *,
+        pool: str = "max",
+        random_grid: bool = True,
+        omega_prime_init: float = 0.0,
     ) -> None:
         super().__init__()
         if not channels:
             raise ValueError("channels must name at least one layer width")
+        if pool not in SOFT_SE2_POOLS:
+            raise ValueError(f"pool must be one of {SOFT_SE2_POOLS}, got {pool!r}")
+        if not isinstance(random_grid, bool):
+            raise TypeError(f"random_grid must be a bool, got {type(random_grid).__name__}")
+        config = NonStationaryKernelConfig(omega_prime_init=omega_prime_init)
         self.num_rotations = num_rotations
+        self.pool = pool
+        self.random_grid = random_grid
         self.lift = NonStationaryLifting(
             SE2(),
             in_channels,
@@ -195,6 +281,7 @@ class SoftSE2CNN(nn.Module):
             num_rotations=num_rotations,
             soft=soft,
             padding=padding,
+            config=config,
         )
         self.convs = nn.ModuleList(
             NonStationaryGroupConv(
@@ -205,17 +292,25 @@ class SoftSE2CNN(nn.Module):
                 radius=radius,
                 soft=soft,
                 padding=padding,
+                config=config,
             )
             for c_in, c_out in itertools.pairwise(channels)
         )
         self.readout = nn.Linear(channels[-1], out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        offset = sample_grid_offset(self.num_rotations) if self.training else 0.0
+        r"""``(B, in_channels, H, W) -> (B, out_features)``."""
+        random = self.training and self.random_grid
+        offset = sample_grid_offset(self.num_rotations) if random else 0.0
         h = nn.functional.silu(self.lift(x, grid_offset=offset))
         for conv in self.convs:
             h = nn.functional.silu(conv(h, grid_offset=offset))
-        return self.readout(h.flatten(2).mean(-1))
+        flat = h.flatten(2)
+        pooled = flat.amax(-1) if self.pool == "max" else flat.mean(-1)
+        return self.readout(pooled)
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool!r}, random_grid={self.random_grid}"
 
 
 def soft_se2_cnn(
@@ -226,11 +321,30 @@ def soft_se2_cnn(
     radius: float = 2.0,
     soft: str = "both",
     padding: str = "zeros",
+    pool: str = "max",
+    random_grid: bool = True,
+    omega_prime_init: float = 0.0,
 ) -> SoftSE2CNN:
-    r"""A soft SE(2) CNN; ``soft`` picks the relaxed subgroup (004 Table 1): ``"none"``,
-    ``"translation"``, ``"rotation"`` or ``"both"``."""
+    r"""A soft SE(2) CNN (:class:`SoftSE2CNN`).
+
+    ``soft`` picks the relaxed subgroup (004 Table 1): ``"none"``, ``"translation"``,
+    ``"rotation"`` or ``"both"``; ``pool`` the readout (``"max"``, 004 app. A.1, or
+    ``"mean"``); ``random_grid`` whether training mode draws a random rotation-grid offset;
+    ``omega_prime_init`` the initial value of every relaxed component of ``omega_prime`` (0,
+    the default, starts at the strict network; for a task the strict network cannot solve, the
+    gradient that leads away from it can be small there, and a non-zero start may help).
+    """
     return SoftSE2CNN(
-        in_channels, out_features, tuple(channels), num_rotations, radius, soft, padding
+        in_channels,
+        out_features,
+        tuple(channels),
+        num_rotations,
+        radius,
+        soft,
+        padding,
+        pool=pool,
+        random_grid=random_grid,
+        omega_prime_init=omega_prime_init,
     )
 
 
@@ -288,6 +402,7 @@ def unconstrained_mlp(
 #: Builders by name, for configs.
 ZOO: dict[str, Callable[..., nn.Module]] = {
     "rpp_mlp": rpp_mlp,
+    "equivariant_mlp": equivariant_mlp,
     "soft_se2_cnn": soft_se2_cnn,
     "lie_algebra_cnn": lie_algebra_cnn,
     "power_net": power_net,
