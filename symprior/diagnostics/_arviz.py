@@ -349,6 +349,10 @@ def to_arviz(
         dims=dims,
         attrs=attrs,
     )
+    if "posterior" not in idata.groups():
+        # Nothing to export (no relaxed layers, weights not asked for): the log-likelihood and
+        # data groups alone, which is all PSIS-LOO needs.
+        return idata
     idata.posterior.attrs.update(attrs)
     net_layers = [n for n, m in model.network.named_modules() if isinstance(m, RelaxedModule)]
     root = type(model.network).__name__

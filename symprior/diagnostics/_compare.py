@@ -63,8 +63,9 @@ def compare(
       minus this) with the standard error ``dse`` of that paired difference, the largest Pareto
       :math:`\hat k` and ``loo_warning`` (some :math:`\hat k` above
       :math:`\min(1 - 1/\log_{10} S, 0.7)` for ``S`` draws: the estimate is unreliable; ArviZ's
-      warning is reported in this column instead of raised). A point posterior (MAP) has no
-      posterior spread, so its LOO columns are NaN.
+      warning is reported in this column instead of raised). The draws are independent (Gaussian
+      posteriors are sampled directly, not by a Markov chain), so the relative efficiency is 1.
+      A point posterior (MAP) has no posterior spread, so its LOO columns are NaN.
 
     Rows are sorted best first **by log evidence when every hypothesis has one, else by
     elpd_loo** (NaN last); ``rank`` counts from 0 in that order and ``df.attrs["sorted_by"]``
@@ -116,7 +117,9 @@ def compare(
                 warnings.filterwarnings(
                     "ignore", message="Estimated shape parameter of Pareto", category=UserWarning
                 )
-                loo = az.loo(idata, pointwise=True, var_name=OBS)
+                # Independent draws: relative efficiency 1 (and no posterior group is needed,
+                # which a network without relaxation parameters does not have).
+                loo = az.loo(idata, pointwise=True, var_name=OBS, reff=1.0)
             pareto_k = np.asarray(loo.pareto_k)
             row.update(
                 elpd_loo=float(loo.elpd_loo),

@@ -91,7 +91,10 @@ def test_columns_equal_their_references(case):
         warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
         # arviz 0.23's compare sorts in place, which pandas >= 3.1 deprecates
         warnings.filterwarnings("ignore", message="The inplace keyword")
-        loos = {h: az.loo(idata, var_name="obs", pointwise=True) for h, idata in idatas.items()}
+        loos = {
+            h: az.loo(idata, var_name="obs", pointwise=True, reff=1.0)
+            for h, idata in idatas.items()
+        }
         reference = az.compare(idatas, ic="loo", var_name="obs")
     for h, loo in loos.items():
         assert table.loc[h, "elpd_loo"] == pytest.approx(float(loo.elpd_loo), rel=1e-12)
@@ -145,3 +148,36 @@ def test_compare_rejects_bad_arguments(case):
     detached = Posterior.from_state(posts["strict"].state())
     with pytest.raises(ValueError, match="attach"):
         compare({"strict": detached}, (x, y))
+
+
+def test_a_model_without_relaxed_layers_exports_its_log_likelihood_and_compares(case):
+    """A network with no relaxation parameters (the strict hypothesis of an EMLP, a plain MLP)
+    has nothing in the posterior group unless its weights are asked for: its InferenceData has
+    the log-likelihood alone, the same draws as with weights, and compare gives it a LOO row."""
+    import pyro.distributions as dist
+    from torch import nn
+
+    _, posts, data, _ = case
+    torch.manual_seed(0)
+    model = SymmetryModel(
+        nn.Linear(8, 2).double(), Gaussian(0.1), weight_prior=dist.Normal(0.0, 1.0)
+    )
+    post = Laplace("all", num_epochs=5, optimizer="lbfgs", lr=1.0, progress=False).fit(model, data)
+    bare = to_arviz(post, data=data, num_samples=50, generator=torch.Generator().manual_seed(1))
+    assert "posterior" not in bare.groups() and "log_likelihood" in bare.groups()
+    full = to_arviz(
+        post, data=data, num_samples=50, generator=torch.Generator().manual_seed(1), weights=True
+    )
+    np.testing.assert_allclose(bare.log_likelihood["obs"], full.log_likelihood["obs"], rtol=1e-12)
+    table = compare(
+        {"linear": post, "relaxed": posts["relaxed"]},
+        data,
+        num_samples=50,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = az.loo(bare, var_name="obs", reff=1.0)
+    # compare draws its own samples (seed 0), so the LOO value is checked finite and close
+    assert math.isfinite(table.loc["linear", "elpd_loo"])
+    assert table.loc["linear", "elpd_loo"] == pytest.approx(float(expected.elpd_loo), rel=0.05)
