@@ -25,7 +25,7 @@ from symprior.diagnostics._draws import (
     posterior_draws,
 )
 from symprior.inference import Posterior, SiteInfo
-from symprior.inference._posterior import substituted
+from symprior.inference._posterior import evaluation, substituted
 from symprior.nn import RelaxedModule, equivariance_levels
 
 __all__ = ["LEVEL", "OBS", "log_likelihood_draws", "site_dims", "to_arviz"]
@@ -151,7 +151,12 @@ def log_likelihood_draws(
     store = pyro.get_param_store()
     rows: list[Tensor] = []
     samples: list[Tensor] = []
-    with store.scope(), torch.random.fork_rng(devices=devices), torch.no_grad():
+    with (
+        store.scope(),
+        torch.random.fork_rng(devices=devices),
+        torch.no_grad(),
+        evaluation(model.network),  # the function predictions use
+    ):
         torch.manual_seed(seed)
         point: dict[str, Tensor] | None = None
         for i in range(num):

@@ -17,6 +17,7 @@ from symprior.diagnostics._draws import (
 from symprior.diagnostics._equivariance import equivariance_error, equivariance_error_pointwise
 from symprior.groups import Group
 from symprior.inference import Posterior
+from symprior.inference._posterior import evaluation
 from symprior.nn.remul import Action
 
 __all__ = ["posterior_equivariance_errors"]
@@ -79,7 +80,7 @@ def posterior_equivariance_errors(
     model = posterior.model
     errors: list[Tensor] = []
     pointwise: list[Tensor] = []
-    with torch.no_grad():
+    with torch.no_grad(), evaluation(model.network):  # the function predictions use
         for i in range(num_draws(posterior, draws, num_samples)):
             values = draw_values(posterior, draws, i)
 

@@ -62,6 +62,7 @@ from symprior.inference._posterior import (
     KroneckerBlock,
     LowRankBlock,
     Posterior,
+    evaluation,
 )
 from symprior.models import Categorical, Gaussian, SymmetryLikelihood, SymmetryModel
 from symprior.priors import Hyperparameter
@@ -89,7 +90,9 @@ class _Problem:
 
     Every evaluation sums the likelihood over all batches of the data exactly (no N / batch
     scaling), adds the prior and the log-Jacobian of the unconstrained coordinates once, and runs
-    under a fixed seed, so stochastic likelihoods give one deterministic function.
+    under a fixed seed with the network in eval mode, so stochastic likelihoods give one
+    deterministic function, the one predictions use (the MAP steps themselves train in the
+    network's own mode).
     """
 
     def __init__(
@@ -158,7 +161,10 @@ class _Problem:
 
     @contextmanager
     def seeded(self) -> Iterator[None]:
-        with _seeded(self.seed, self.device):
+        r"""A fixed seed and the network in eval mode: the deterministic function that the
+        posterior's predictions use (fixed rotation grids, batch-norm running statistics, no
+        dropout), as laplace-torch evaluates curvature in eval mode."""
+        with _seeded(self.seed, self.device), evaluation(self.model.network):
             yield
 
     def data(self) -> Iterator[tuple[int, Tensor, Tensor]]:
@@ -1176,7 +1182,8 @@ def linearized_predict(
     means, variances = [], []
     size = x.shape[0] if batch_size is None else batch_size
     for xb in x.split(size):
-        out, jac = output_jacobian(run_on(xb), u0)
+        with evaluation(model.network):  # the function Posterior.predict uses
+            out, jac = output_jacobian(run_on(xb), u0)
         columns: dict[str, Tensor] = {}
         i = 0
         for s in net_sites:

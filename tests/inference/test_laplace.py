@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -663,3 +664,58 @@ def test_user_errors_name_the_argument():
         Laplace("relaxation", "diag").fit(two, (x, y))
     with pytest.raises(ValueError, match="targets"):
         Laplace(num_epochs=1, progress=False).fit(no_weight_prior, x)
+
+
+class _TrainingDoubles(nn.Module):
+    """Doubles its input in training mode and passes it through in eval mode (like a layer
+    whose training behaviour differs: dropout, batch norm, a random rotation grid)."""
+
+    def forward(self, x):
+        return 2 * x if self.training else x
+
+
+def test_curvature_evidence_and_predictions_use_the_eval_mode_function():
+    """MAP trains in the network's own mode, but the curvature, the evidence, the linearised
+    predictive and the diagnostics describe the eval-mode function that predictions use: they
+    equal those of the same weights without the mode-dependent layer. The mode is restored."""
+    from symprior.diagnostics import posterior_equivariance_errors, to_arviz
+
+    model, x, y = make()
+    model = SymmetryModel(
+        nn.Sequential(model.network, _TrainingDoubles()),
+        Gaussian(SIGMA),
+        priors={"*": ResidualPrior(S_RES)},
+        weight_prior=EquivariantPrior(S_EQ),
+    )
+    post = Laplace("all", "full", num_epochs=20, lr=0.05, progress=False).fit(model, (x, y))
+    assert model.network.training
+    plain_net = nn.Sequential(model.network[0], nn.Identity())
+    plain = SymmetryModel(
+        plain_net,
+        Gaussian(SIGMA),
+        priors={"*": ResidualPrior(S_RES)},
+        weight_prior=EquivariantPrior(S_EQ),
+    )
+    evidence = Laplace("all", "full").log_evidence(plain, (x, y))
+    assert post.info["log_evidence"] == pytest.approx(float(evidence.detach()), rel=1e-10)
+    plain_post = Posterior(post.sites, post.blocks, post.point, engine="laplace", model=plain)
+    for a, b in zip(linearized_predict(post, x), linearized_predict(plain_post, x), strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    kwargs = {"data": (x, y), "num_samples": 20}
+    ll = to_arviz(post, generator=torch.Generator().manual_seed(0), **kwargs).log_likelihood["obs"]
+    ref = to_arviz(plain_post, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert np.allclose(ll, ref.log_likelihood["obs"], rtol=1e-12)
+    errors = [
+        posterior_equivariance_errors(
+            p,
+            x,
+            SO2(),
+            V(SO2()),
+            V(SO2()),
+            num_samples=5,
+            generator=torch.Generator().manual_seed(0),
+        )["E"]
+        for p in (post, plain_post)
+    ]
+    assert torch.allclose(errors[0], errors[1], rtol=1e-12, atol=1e-15)
+    assert model.network.training and model.network[1].training
