@@ -13,7 +13,7 @@ cost per iteration is a few ``size x size`` matrix products).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 import torch
@@ -133,24 +133,10 @@ class BasisBlock:
     in_mult: int
     in_size: int
     basis: Tensor  # (out_size * in_size, r), float64
-    # Copies of ``basis`` shaped ``(out_size, in_size, r)`` per (dtype, device): a training step
-    # on a GPU then never copies the basis from the host.
-    _copies: dict[tuple[torch.dtype, torch.device], Tensor] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
     @property
     def rank(self) -> int:
         return int(self.basis.shape[1])
-
-    def basis_as(self, like: Tensor) -> Tensor:
-        r"""The basis as ``(out_size, in_size, r)`` in the dtype and on the device of ``like``."""
-        key = (like.dtype, like.device)
-        q = self._copies.get(key)
-        if q is None:
-            q = self.basis.to(like).reshape(self.out_size, self.in_size, self.rank)
-            self._copies[key] = q
-        return q
 
     @property
     def num_coeffs(self) -> int:
@@ -189,7 +175,7 @@ class BlockBasis:
                 continue
             c = coeffs[i : i + b.num_coeffs].reshape(b.out_mult, b.in_mult, b.rank)
             i += b.num_coeffs
-            q = b.basis_as(coeffs)
+            q = b.basis.to(coeffs).reshape(b.out_size, b.in_size, b.rank)
             block = torch.einsum("abc,pqc->apbq", c, q).reshape(
                 b.out_mult * b.out_size, b.in_mult * b.in_size
             )
