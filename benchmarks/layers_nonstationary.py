@@ -2,11 +2,15 @@
 
 Times forward + backward (median over repeats, after warm-up) in one process, interleaving the
 variants of a comparison within each repeat so load changes hit them alike, and prints the
-machine, the date, the medians and the ratios (median of the per-repeat ratios).
+machine, the date, the medians and the ratios (median of the per-repeat ratios, with their
+range).
 
-Comparisons (defaults: batch 64, 28 x 28 images, 16 channels, support diameter 7 pixels):
+Comparisons (defaults: batch 64, 28 x 28 images, 16 channels, support diameter 7 pixels, inputs
+requiring grad):
 
-* T(2): strict continuous CNN (``soft="none"``) vs soft T(2) vs ``F.conv2d`` 7 x 7.
+* T(2): strict continuous CNN (``soft="none"``) vs soft T(2) (``soft="translation"``, a kernel
+  per pixel) vs ``F.conv2d`` 7 x 7. The soft layer starts at ``omega_prime = 0.5`` so that its
+  kernels really vary over the image (the cost does not depend on the value).
 * SE(2) lifting and group convolution: strict vs soft SO(2) vs ``F.conv2d`` with the same
   channel counts (``C -> R C`` and ``R C -> R C``).
 
@@ -30,6 +34,7 @@ from symprior.groups import SE2
 from symprior.nn.nonstationary import (
     NonStationaryConv2d,
     NonStationaryGroupConv,
+    NonStationaryKernelConfig,
     NonStationaryLifting,
 )
 
@@ -60,8 +65,11 @@ def _report(title: str, times: dict[str, list], pairs: list[tuple[str, str]]) ->
     for name, values in times.items():
         print(f"  {name:<28s} median {statistics.median(values) * 1e3:9.1f} ms")
     for num, den in pairs:
-        ratio = statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
-        print(f"  ratio {num} / {den}: {ratio:.2f}")
+        ratios = [a / b for a, b in zip(times[num], times[den], strict=True)]
+        print(
+            f"  ratio {num} / {den}: {statistics.median(ratios):.2f} "
+            f"(repeats {min(ratios):.2f} - {max(ratios):.2f})"
+        )
 
 
 def main() -> None:
@@ -75,6 +83,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-group-conv", action="store_true")
+    parser.add_argument("--skip-se2", action="store_true", help="time the T(2) layers only")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -94,7 +103,13 @@ def main() -> None:
 
     x = torch.randn(b, c, n, n, requires_grad=True)
     strict = NonStationaryConv2d(c, c, radius=radius)
-    soft = NonStationaryConv2d(c, c, radius=radius, soft="translation")
+    soft = NonStationaryConv2d(
+        c,
+        c,
+        radius=radius,
+        soft="translation",
+        config=NonStationaryKernelConfig(omega_prime_init=0.5),
+    )
     weight = torch.randn(c, c, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
     times = _time(
         {
@@ -110,6 +125,8 @@ def main() -> None:
         times,
         [("T(2) soft translation", "T(2) strict"), ("T(2) strict", "conv2d")],
     )
+    if args.skip_se2:
+        return
 
     lift_strict = NonStationaryLifting(SE2(), c, c, radius=radius, num_rotations=rot).eval()
     lift_soft = NonStationaryLifting(

@@ -1,4 +1,5 @@
-r"""Sampling grids of the non-stationary layers: disk offsets, rotation grids, feature actions.
+r"""Sampling grids of the non-stationary layers: disk offsets, rotation grids, feature actions,
+and the flat image layout (:class:`RowLayout`) of the per-pixel kernel products.
 
 Conventions (shared with :func:`symprior.groups.transform_image`): pixel ``(row, col)`` of an
 ``H x W`` image sits at :math:`x = \mathrm{col} - (W-1)/2`, :math:`y = (H-1)/2 - \mathrm{row}`,
@@ -9,7 +10,9 @@ they enter the kernel in turns (:math:`\theta / 2\pi`), principal branch
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,12 +20,13 @@ from torch import Tensor
 from symprior.groups import transform_image
 
 __all__ = [
+    "RowLayout",
     "disk_offsets",
     "grid_turns",
     "lifted_action",
-    "planar_indices",
     "relative_turns",
     "rotate_inverse",
+    "row_layout",
     "sample_grid_offset",
 ]
 
@@ -87,33 +91,213 @@ def sample_grid_offset(num_rotations: int) -> float:
     return float(torch.rand((), dtype=torch.float64)) * 2 * math.pi / num_rotations
 
 
-def planar_indices(
-    height: int, width: int, offsets: Tensor, padding: str, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    r"""Gather indices ``(H W, K)`` into the padded, flattened image and its pixel positions.
+@dataclass(frozen=True, eq=False)
+class RowLayout:
+    r"""Flat, row-padded layout of an image in which a product over the support disk is one
+    strided view per row of the disk: no patches are gathered.
 
-    The image is padded by ``reach = max |offset|`` on each side. Entry ``[p, k]`` is the flat
-    index of the input pixel at output pixel ``p`` plus offset ``k``. The positions
-    ``(Hp Wp, 2)`` (float64, pixels) are those of the padded pixels: wrapped into the image for
-    ``padding="circular"`` (the input there *is* that pixel), extended linearly for zeros (the
-    input there is zero, so any value would do).
+    An image ``(B, C, H, W)`` is stored as ``(length, C, B)`` (batch last): padded by
+    ``reach`` zero (or wrapped) rows above and below, row by row with ``row_width`` columns,
+    flattened, with ``lead`` zeros in front and zeros behind. The *grid* of positions
+    ``n = row * row_width + col`` (``H * row_width`` of them) covers the image.
+
+    The input at grid position ``n`` plus disk offset ``k`` (row ``dr``, column ``dc``) sits at
+    address ``n + base[k]``. A disk row holds contiguous columns, so the patch of that row is
+    the slice ``[n + base[k0], n + base[k0] + count)`` for every position: a strided view
+    (:meth:`rows_view`). The adjoint reads the output gradient at ``n - k``, the same kind of
+    view with the row's columns reversed (:meth:`adjoint_start`).
+
+    Columns. With circular padding a stored row carries the ``reach`` wrapped columns on each
+    side, and the grid has ``2 reach`` junk columns per row whose values are discarded. With
+    zero padding rows are stored without padding columns (``row_width = W``): a patch that
+    crosses the left or right edge reads the neighbouring row there, and those (position,
+    offset) pairs are masked instead -- their kernel is set to zero (``valid``), which is
+    exactly the zero padding.
+
+    Attributes
+    ----------
+    height, width, reach : int
+    circular : bool
+    row_width, lead, left, length : int
+        Columns per stored row, zeros in front of the flat array, columns of left padding, and
+        the flat array's length.
+    rows : tuple of (int, int, int, int)
+        Per disk row: first and last-plus-one offset index, row offset ``dr`` and half-width
+        ``w`` (columns ``-w .. w``).
+    base : Tensor
+        ``(K,)`` int64 address offsets of the disk offsets.
+    blocked_offset, blocked_address, blocked_position : Tensor
+        ``(grid * K,)`` int64: the disk offset, the address of the input pixel and the grid
+        position of every (position, offset) pair in *row-blocked* order: disk row by disk row,
+        position-major within a row (so disk row ``j``'s block, :meth:`block`, reshapes to
+        ``(grid, k1 - k0)``).
+    adjoint_offset : Tensor
+        ``(grid * K,)`` int64: ``blocked_offset`` with each row's offsets reversed, the order in
+        which the adjoint's views read them.
+    valid, adjoint_valid : Tensor or None
+        ``(grid * K,)`` bool in row-blocked order, zero padding only: whether the pixel at
+        ``n + k`` (``valid``), or at ``n - k`` for ``adjoint_offset`` (``adjoint_valid``), lies
+        in the image's columns. ``None`` for circular padding.
+    positions : Tensor
+        ``(length, 2)`` float64 pixel positions of the addresses: wrapped into the image for
+        circular padding (the value there *is* that pixel); elsewhere any position (the value
+        there is zero or masked).
     """
+
+    height: int
+    width: int
+    reach: int
+    circular: bool
+    row_width: int
+    lead: int
+    left: int
+    length: int
+    rows: tuple[tuple[int, int, int, int], ...]
+    base: Tensor
+    blocked_offset: Tensor
+    blocked_address: Tensor
+    blocked_position: Tensor
+    adjoint_offset: Tensor
+    valid: Tensor | None
+    adjoint_valid: Tensor | None
+    positions: Tensor
+
+    @property
+    def grid_size(self) -> int:
+        r"""Number of grid positions, ``H * row_width``."""
+        return self.height * self.row_width
+
+    def block(self, row: int) -> slice:
+        r"""The slice of row-blocked order that holds disk row ``row``."""
+        first, stop = self.rows[row][:2]
+        return slice(self.grid_size * first, self.grid_size * stop)
+
+    def address(self, dr: int, dc: int) -> int:
+        r"""Address offset of the pixel ``dr`` rows and ``dc`` columns from a grid position."""
+        return self.lead + (self.reach + dr) * self.row_width + self.left + dc
+
+    def row_start(self, row: int) -> int:
+        r"""Address offset of the first (leftmost) offset of disk row ``row``."""
+        _, _, dr, half = self.rows[row]
+        return self.address(dr, -half)
+
+    def adjoint_start(self, row: int) -> int:
+        r"""Address offset of :math:`n - k` for the offsets of disk row ``row`` taken in
+        reverse column order (``dc = w, ..., -w``)."""
+        _, _, dr, half = self.rows[row]
+        return self.address(-dr, -half)
+
+    def flatten(self, x: Tensor) -> Tensor:
+        r"""``(B, C, H, W)`` -> the flat padded array ``(length, C, B)``."""
+        batch, channels, height, width = x.shape
+        r, wp = self.reach, self.row_width
+        flat = x.new_empty(self.length, channels, batch)
+        top = self.lead + r * wp
+        # Everything but the image rows' stored columns is padding: zero it, then copy.
+        flat[:top] = 0.0
+        flat[top + height * wp :] = 0.0
+        rows = flat[top : top + height * wp].view(height, wp, channels, batch)
+        rows[:, self.left : self.left + width] = x.permute(2, 3, 1, 0)
+        if self.circular:
+            rows[:, :r] = rows[:, width : width + r]
+            rows[:, width + r :] = rows[:, r : 2 * r]
+            flat[self.lead : top] = flat[top + (height - r) * wp : top + height * wp]
+            flat[top + height * wp : top + (height + r) * wp] = flat[top : top + r * wp]
+        return flat
+
+    def to_grid(self, x: Tensor) -> Tensor:
+        r"""``(B, C, H, W)`` -> ``(grid, B, C)``, zero on junk columns."""
+        if self.row_width == self.width:
+            # A plain 2-D transpose (B C, H W) -> (H W, B C): the fast copy path.
+            pixels = x.reshape(-1, self.grid_size).t().contiguous()
+            return pixels.view(self.grid_size, *x.shape[:2])
+        grid = x.new_zeros(self.height, self.row_width, *x.shape[:2])
+        grid[:, : self.width] = x.permute(2, 3, 0, 1)
+        return grid.view(self.grid_size, *x.shape[:2])
+
+    def from_grid(self, y: Tensor) -> Tensor:
+        r"""``(grid, C, B)`` -> ``(B, C, H, W)``, dropping junk columns."""
+        image = y.view(self.height, self.row_width, *y.shape[1:])[:, : self.width]
+        return image.permute(3, 2, 0, 1).contiguous()
+
+    def rows_view(self, flat: Tensor, start: int, count: int) -> Tensor:
+        r"""The strided view ``(grid, count * C, B)`` of ``flat`` ``(length, C, B)`` whose entry
+        ``n`` holds the ``count`` pixels from address ``n + start`` on."""
+        _, channels, batch = flat.shape
+        return flat.as_strided(
+            (self.grid_size, count * channels, batch),
+            (channels * batch, batch, 1),
+            flat.storage_offset() + start * channels * batch,
+        )
+
+
+def row_layout(
+    height: int, width: int, offsets: Tensor, padding: str, device: torch.device
+) -> RowLayout:
+    r"""The :class:`RowLayout` of an ``H x W`` image for disk ``offsets`` ``(K, 2)`` (row-major,
+    as :func:`disk_offsets` returns them) and ``padding`` ``"zeros"`` or ``"circular"``."""
     reach = int(offsets.abs().max()) if offsets.numel() else 0
-    hp, wp = height + 2 * reach, width + 2 * reach
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    off = offsets.to(device)
-    out_r = rows[:, None, None] + reach + off[None, None, :, 0]
-    out_c = cols[None, :, None] + reach + off[None, None, :, 1]
-    index = (out_r * wp + out_c).reshape(height * width, -1)
-    prow = torch.arange(hp, device=device, dtype=torch.float64) - reach
-    pcol = torch.arange(wp, device=device, dtype=torch.float64) - reach
-    if padding == "circular":
-        prow, pcol = prow % height, pcol % width
-    px = pcol - (width - 1) / 2
-    py = (height - 1) / 2 - prow
-    positions = torch.stack(torch.broadcast_tensors(px[None, :], py[:, None]), -1)
-    return index, positions.reshape(-1, 2)
+    circular = padding == "circular"
+    left = reach if circular else 0
+    lead = 0 if circular else reach
+    row_width = width + 2 * left
+    length = lead + (height + 2 * reach) * row_width + 2 * left + reach
+    rows = []
+    start = 0
+    for dr, run in itertools.groupby(offsets.tolist(), key=lambda offset: offset[0]):
+        cols = [dc for _, dc in run]
+        half = cols[-1]
+        if cols != list(range(-half, half + 1)):
+            raise ValueError(f"disk row {dr} is not a symmetric run of columns: {cols}")
+        rows.append((start, start + len(cols), dr, half))
+        start += len(cols)
+    off = offsets.to(device=device, dtype=torch.long)
+    base = lead + (reach + off[:, 0]) * row_width + left + off[:, 1]
+    grid = torch.arange(height * row_width, device=device)[:, None]
+    col = grid % row_width
+    offset = torch.arange(len(off), device=device)
+    blocks = [offset[a:b] for a, b, *_ in rows]
+    count = len(grid)
+    blocked_offset = torch.cat([k.expand(count, -1).reshape(-1) for k in blocks])
+    blocked_address = torch.cat([(grid + base[k]).reshape(-1) for k in blocks])
+    blocked_position = torch.cat([grid.expand(-1, len(k)).reshape(-1) for k in blocks])
+    adjoint_offset = torch.cat([k.flip(0).expand(count, -1).reshape(-1) for k in blocks])
+    valid = adjoint_valid = None
+    if not circular:
+        dc = off[:, 1]
+
+        def inside(shift: Tensor) -> Tensor:  # whether column col + shift is in the image
+            return ((col + shift >= 0) & (col + shift < width)).reshape(-1)
+
+        valid = torch.cat([inside(dc[k]) for k in blocks])
+        adjoint_valid = torch.cat([inside(-dc[k.flip(0)]) for k in blocks])
+    flat = torch.arange(length, device=device) - lead
+    row = torch.div(flat, row_width, rounding_mode="floor") - reach
+    column = flat % row_width - left
+    if circular:
+        row, column = row % height, column % width
+    positions = torch.stack(
+        [column.double() - (width - 1) / 2, (height - 1) / 2 - row.double()], -1
+    )
+    return RowLayout(
+        height,
+        width,
+        reach,
+        circular,
+        row_width,
+        lead,
+        left,
+        length,
+        tuple(rows),
+        base,
+        blocked_offset,
+        blocked_address,
+        blocked_position,
+        adjoint_offset,
+        valid,
+        adjoint_valid,
+        positions,
+    )
 
 
 def _rotation_angle(g: Tensor) -> float:

@@ -251,9 +251,19 @@ class RandomFourierKernel(nn.Module):
         frequencies = omega_prime[self.domain_index]
         return self.domain_layer(self.fourier_features(coords, frequencies, self.domain_basis))
 
+    @staticmethod
+    def hidden_features(preactivation: Tensor) -> Tensor:
+        r"""The cosine hidden layer, ``(..., hidden) -> (..., hidden)``.
+
+        The rest of the network, :meth:`head`, is ``output_layer`` applied to these features: the
+        kernel is *linear* in them, which the per-position layers use to build kernels block by
+        block.
+        """
+        return torch.cos(preactivation)
+
     def head(self, preactivation: Tensor) -> Tensor:
         r"""The rest of the network, ``(..., hidden) -> (..., out_features)``."""
-        return self.output_layer(torch.cos(preactivation))
+        return self.output_layer(self.hidden_features(preactivation))
 
     def forward(
         self, filter_coords: Tensor, domain_coords: Tensor, omega_prime: Tensor | None = None

@@ -67,18 +67,35 @@ Cost
 ----
 With ``soft`` in ``"none"``/``"rotation"`` the kernel does not depend on position: it is
 evaluated once per (output rotation, input rotation, offset) -- the same ``R^2 K`` points for
-strict and soft SO(2) -- and applied with one ``conv2d``. Soft translation needs a kernel per
-position: the network is evaluated in one batched call on the ``H W x K`` (offset, position)
-pairs and the per-position kernels are contracted with gathered input patches by batched
-matrix products, a tile of positions at a time so the patches (``K C B`` floats per
-position) are never stored whole; the kernels take ``H W K (R C)(R C')`` floats. Its
-multiply-adds equal those of the convolution, but a batched matrix product runs at about half
-the speed of a direct convolution on CPU (see ``benchmarks/layers_nonstationary.py``).
+strict and soft SO(2) -- and applied with one ``conv2d``.
+
+Soft translation needs a kernel per input pixel :math:`y` and offset (eq. 2 with eq. 8's
+domain features of :math:`y`). The kernel net is linear after its cosine layer (``Linear -> cos
+-> Linear``), so every kernel is ``W h + b`` with ``h`` the ``J`` cosine features of its
+(position, offset) pair. The layer evaluates the features of all ``H W K`` pairs (``J`` numbers
+each), builds the kernels with one matrix product by ``[W, b]`` into a reused buffer (in groups
+of rows of the support disk when they exceed 32 MiB), and contracts them with the input one
+*row of the support disk* at a time (``2 floor(rho) + 1`` rows, 7 for 004's diameter of 7
+pixels; no loop over pixels, tiles or rotations): the patches of a row are a strided view of the
+padded input, never gathered, and the contraction is one batched matrix product over positions.
+The backward pass is made of the same products (see ``_DiskProductFunction``). Multiply-adds:
+three contractions of ``B H W K C C'`` each (as many as a convolution's forward and backward)
+plus four of ``H W K (J + 1) C C'`` to build kernels and their gradients. On CPU the batched
+products run at about half the speed of a direct convolution (oneDNN), so at the sizes of 004
+(batch 64, 28 x 28, 16 channels, diameter 7) the soft layer costs about 2.5-3 times the strict
+one (``benchmarks/layers_nonstationary.py``).
+
+Since :math:`\cos(a + b) = \cos a \cos b - \sin a \sin b`, the first layer also separates into a
+filter and a domain part, and the layer is exactly a sum of ``2 J + 1`` convolutions of inputs
+modulated per pixel: a convolution with ``(2 J + 1) C`` input channels, 65 times the
+multiply-adds of the strict convolution for ``J = 32`` (its forward alone takes about 50 times
+the strict convolution's time), which is why the layer uses the per-position products.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -86,12 +103,13 @@ from torch import Tensor
 
 from symprior.groups import SE2, SO2, Group
 from symprior.nn._nonstationary_geometry import (
+    RowLayout,
     disk_offsets,
     grid_turns,
     lifted_action,
-    planar_indices,
     relative_turns,
     rotate_inverse,
+    row_layout,
     sample_grid_offset,
 )
 from symprior.nn._nonstationary_kernel import NonStationaryKernelConfig, RandomFourierKernel
@@ -194,75 +212,259 @@ def _check_fits(radius: float, height: int, width: int) -> None:
 
 
 # ------------------------------------------------------------------- per-position products
-#: Bytes of gathered patches per tile of positions. Gathering all patches at once allocates
-#: ``H W K C B`` floats (120 MB for 64 x 16 x 28 x 28 and K = 37); tiles below the allocator's
-#: mmap threshold are reused without page faults and cut the CPU time of the soft T(2) layer by
-#: about a third, while staying large enough for multithreaded products.
-_TILE_BYTES = 16 << 20
+#: Bytes of kernels built at once: the rows of the support disk are taken in groups whose
+#: kernels fit (all rows at the sizes of 004), so the kernel net's output layer runs as a few
+#: large products -- few parallel regions, which matters on a loaded machine -- while memory
+#: stays bounded for wide layers.
+_KERNEL_BYTES = 32 << 20
 
 
-class _LocalProduct(torch.autograd.Function):
-    r"""Per-position products with gathered patches, ``out[p] = kernels[p]^T patches[p]``.
+@dataclass(frozen=True, eq=False)
+class _DiskProduct:
+    r"""The fixed part of a :class:`_DiskProductFunction` call.
 
-    ``kernels`` ``(P, Q, M)`` with ``Q = K * C``; ``source`` ``(Np, C, B)``; ``index``
-    ``(P, K)`` rows of ``source`` forming the patch of each position. The patches are
-    gathered tile by tile (``tile`` positions at a time) and never stored: the backward
-    gathers them again. With ``create_graph`` the backward uses differentiable whole-tensor
-    operations, so double backward (Hessians) works.
+    Channels are ``Cin = I * S`` (input channel major, then input rotation) and ``Cout = O * R``.
+    The kernel at grid position ``n`` and disk offset ``k`` is the ``(Cin, Cout)`` matrix
+    ``head @ features[n, k, s, r]``: ``features`` ``(grid * K, S, R, J + 1)`` are the cosine
+    features of the kernel net (004 eq. 8) with a trailing constant 1, in the row-blocked order
+    of :class:`~symprior.nn._nonstationary_geometry.RowLayout`; ``head`` ``(I * O, J + 1)`` is
+    its output layer with the bias as last column (features of pairs that zero padding masks
+    are zero). ``filter_pre`` ``(K, S, R, J + 1)`` and ``domain_pre`` ``(grid, S | 1, R | 1,
+    J + 1)`` (detached, last column zero) are the first layer's pre-activations at each offset
+    and at each grid position's own pixel: the backward pass builds from them the kernels acting
+    *on* a pixel (the adjoint, :meth:`adjoint_features`).
+    """
+
+    layout: RowLayout
+    in_channels: int
+    out_channels: int
+    filter_pre: Tensor
+    domain_pre: Tensor
+
+    @property
+    def pair_numel(self) -> int:
+        r"""Kernel entries per (position, offset) pair, ``S R I O``."""
+        rotations = self.filter_pre[0, ..., 0].numel()
+        return rotations * self.in_channels * self.out_channels
+
+    def groups(self, element_size: int) -> list[tuple[int, int]]:
+        r"""Consecutive runs ``[a, b)`` of disk rows whose kernels fit :data:`_KERNEL_BYTES`."""
+        per_offset = self.layout.grid_size * self.pair_numel * element_size
+        groups: list[tuple[int, int]] = []
+        start, size = 0, 0
+        for row, (first, stop, _, _) in enumerate(self.layout.rows):
+            if row > start and size + (stop - first) * per_offset > _KERNEL_BYTES:
+                groups.append((start, row))
+                start, size = row, 0
+            size += (stop - first) * per_offset
+        groups.append((start, len(self.layout.rows)))
+        return groups
+
+    def offsets(self, rows: tuple[int, int]) -> slice:
+        r"""The disk offsets ``[k0, k1)`` of a run of rows."""
+        return slice(self.layout.rows[rows[0]][0], self.layout.rows[rows[1] - 1][1])
+
+    def workspace(self, like: Tensor) -> Tensor:
+        r"""A buffer for the kernels (or kernel gradients) of the largest group of rows.
+
+        One buffer reused throughout spares the page faults of fresh multi-megabyte
+        allocations, which on CPU cost about as much as the products themselves.
+        """
+        sizes = [self.offsets(rows) for rows in self.groups(like.element_size())]
+        largest = max(block.stop - block.start for block in sizes)
+        return like.new_empty(self.layout.grid_size * largest * self.pair_numel)
+
+    def adjoint_features(self) -> Tensor:
+        r"""Features of the kernels acting on each grid position's own pixel, ``(grid * K, S,
+        R, J + 1)`` in row-blocked order with each row's offsets reversed (the adjoint's
+        order)."""
+        layout = self.layout
+        pre = self.filter_pre.index_select(0, layout.adjoint_offset)
+        own = torch.cos(pre.add_(self.domain_pre.index_select(0, layout.blocked_position)))
+        if layout.adjoint_valid is not None:
+            own.view(own.shape[0], -1).mul_(layout.adjoint_valid.to(own.dtype)[:, None])
+        return own
+
+    def head_products(
+        self, features: Tensor, head: Tensor, rows: tuple[int, int], workspace: Tensor
+    ) -> Tensor:
+        r"""``features @ head.T`` for a run of rows, ``(grid * n * S * R, I * O)`` in
+        ``workspace``."""
+        block = self.offsets(rows)
+        grid = self.layout.grid_size
+        values = features[grid * block.start : grid * block.stop]
+        values = values.view(-1, features.shape[-1])
+        out = workspace[: values.shape[0] * head.shape[0]].view(values.shape[0], -1)
+        return torch.mm(values, head.t(), out=out)
+
+    def row_of(self, products: Tensor, rows: tuple[int, int], row: int) -> Tensor:
+        r"""Disk row ``row``'s part ``(grid, n, S, R, I * O)`` of :meth:`head_products`."""
+        grid = self.layout.grid_size
+        first, stop = self.layout.rows[row][:2]
+        start = self.offsets(rows).start
+        part = products.view(grid * (self.offsets(rows).stop - start), -1)
+        part = part[grid * (first - start) : grid * (stop - start)]
+        return part.view(grid, stop - first, *self.filter_pre.shape[1:3], -1)
+
+    def kernel(self, part: Tensor) -> Tensor:
+        r"""``(grid, n, S, R, I * O)`` -> kernels ``(grid, n * I * S, O * R)``, rows
+        ``(k, i, s)``."""
+        grid, num, s, r, _ = part.shape
+        ker = part.view(grid, num, s, r, self.in_channels, -1)
+        return _arrange(ker, (0, 1, 4, 2, 5, 3), (grid, num * self.in_channels * s, -1))
+
+    def adjoint_kernel(self, part: Tensor) -> Tensor:
+        r"""``(grid, n, S, R, O * I)`` (the output layer's rows in ``(o, i)`` order) ->
+        transposed kernels ``(grid, n * O * R, I * S)``, rows ``(k, o, r)``."""
+        grid, num, s, r, _ = part.shape
+        ker = part.view(grid, num, s, r, self.out_channels, -1)
+        return _arrange(ker, (0, 1, 4, 3, 5, 2), (grid, num * self.out_channels * r, -1))
+
+    def transposed_head(self, head: Tensor) -> Tensor:
+        r"""``head`` with its rows in ``(o, i)`` order: puts ``o`` before ``i`` in the kernels
+        without moving them."""
+        n_in, n_out = self.in_channels, self.out_channels
+        return head.view(n_in, n_out, -1).transpose(0, 1).reshape(n_in * n_out, -1)
+
+    def kernel_grad(self, patches: Tensor, grad: Tensor, out: Tensor) -> None:
+        r"""Gradient of one row's kernels, ``patches (grid, n Cin, B) @ grad (grid, B, Cout)``,
+        written to ``out`` ``(grid, n, S, R, I * O)`` in :meth:`head_products` order."""
+        grid, num, s, r, _ = out.shape
+        if s * r == 1:
+            torch.bmm(patches, grad, out=out.view(grid, -1, self.out_channels))
+            return
+        value = torch.bmm(patches, grad).view(grid, num, self.in_channels, s, self.out_channels, r)
+        out.view(grid, num, s, r, self.in_channels, -1).copy_(value.permute(0, 1, 3, 5, 2, 4))
+
+
+def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
+    r"""``tensor.permute(dims).reshape(shape)``, as a view when the permutation only moves
+    axes of size one (``reshape`` would copy)."""
+    moved = [d for d in dims if tensor.shape[d] != 1]
+    if moved == sorted(moved):
+        return tensor.view(shape)
+    return tensor.permute(dims).reshape(shape)
+
+
+class _DiskProductFunction(torch.autograd.Function):
+    r"""``out[n] = sum_k kernel[n, k]^T x[n + k]`` over the support disk: 004 eq. 2 on pixels.
+
+    Inputs ``x`` ``(B, Cin, H, W)``, ``features``, ``head`` (see :class:`_DiskProduct`); output
+    ``(B, Cout, H, W)``. The sum is one batched matrix product over grid positions per *row of
+    the support disk* (``2 floor(rho) + 1`` of them, whatever the image and batch size): the
+    input patches of a row are a strided view of the flat padded image
+    (:class:`~symprior.nn._nonstationary_geometry.RowLayout`), never gathered. The kernels are
+    built by one product with the kernel net's output layer per group of rows
+    (:data:`_KERNEL_BYTES`; one group at the sizes of 004) into a reused buffer. The backward
+    pass is made of the same products: the input gradient reads the output gradient at
+    :math:`n - k` against the kernels acting on pixel :math:`n`
+    (:meth:`_DiskProduct.adjoint_features`), the kernel gradient reads the input patches against
+    the output gradient and goes straight to ``features`` and ``head``. With ``create_graph``
+    (double backward, e.g. Hessians over :math:`\omega'`) the backward instead differentiates a
+    gather-based twin of the forward (:func:`_disk_product_reference`), whose graph autograd can
+    differentiate again.
     """
 
     @staticmethod
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
-        kernels: Tensor,
-        source: Tensor,
-        index: Tensor,
-        tile: int,
+        x: Tensor,
+        features: Tensor,
+        head: Tensor,
+        plan: _DiskProduct,
     ) -> Tensor:
-        ctx.save_for_backward(kernels, source, index)
-        ctx.tile = tile  # type: ignore[attr-defined]
-        num_pos, width, _ = kernels.shape
-        out = kernels.new_empty(num_pos, kernels.shape[2], source.shape[2])
-        for start in range(0, num_pos, tile):
-            stop = min(start + tile, num_pos)
-            patches = source.index_select(0, index[start:stop].reshape(-1))
-            patches = patches.view(stop - start, width, -1)
-            torch.bmm(kernels[start:stop].transpose(1, 2), patches, out=out[start:stop])
-        return out
+        layout = plan.layout
+        flat = layout.flatten(x)
+        workspace = plan.workspace(features)
+        out = None
+        for rows in plan.groups(features.element_size()):
+            products = plan.head_products(features, head, rows, workspace)
+            for row in range(*rows):
+                ker = plan.kernel(plan.row_of(products, rows, row)).transpose(1, 2)
+                first, stop = layout.rows[row][:2]
+                patches = layout.rows_view(flat, layout.row_start(row), stop - first)
+                out = torch.bmm(ker, patches) if out is None else out.baddbmm_(ker, patches)
+        assert out is not None
+        ctx.save_for_backward(x, features, head, flat)
+        ctx.plan = plan  # type: ignore[attr-defined]
+        # Scratch space, reused by the backward pass: one large allocation fewer per step.
+        ctx.workspace = workspace  # type: ignore[attr-defined]
+        return layout.from_grid(out)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, None, None]:
-        kernels, source, index = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grad = grad.contiguous()
-        num_pos, width, _ = kernels.shape
-        channels, batch = source.shape[1:]
+    ) -> tuple[Tensor | None, ...]:
+        x, features, head, flat = ctx.saved_tensors  # type: ignore[attr-defined]
+        workspace: Tensor = ctx.workspace  # type: ignore[attr-defined]
+        plan: _DiskProduct = ctx.plan  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         if torch.is_grad_enabled():
-            patches = source.index_select(0, index.reshape(-1)).view(num_pos, width, batch)
-            grad_kernels = torch.bmm(patches, grad.transpose(1, 2)) if needs[0] else None
-            grad_source = None
-            if needs[1]:
-                grad_patches = torch.bmm(kernels, grad).view(-1, channels, batch)
-                grad_source = source.new_zeros(source.shape).index_add(
-                    0, index.reshape(-1), grad_patches
+            inputs = [t for t, need in zip((x, features, head), needs, strict=True) if need]
+            out = _disk_product_reference(x, features, head, plan)
+            grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+            return *(next(grads) if need else None for need in needs), None
+        layout = plan.layout
+        groups = plan.groups(features.element_size())
+        grad_x = grad_features = grad_head = None
+        if needs[0]:
+            grad_flat = layout.flatten(grad)
+            own, head_t = plan.adjoint_features(), plan.transposed_head(head)
+            acc = None
+            for rows in groups:
+                products = plan.head_products(own, head_t, rows, workspace)
+                for row in range(*rows):
+                    ker = plan.adjoint_kernel(plan.row_of(products, rows, row)).transpose(1, 2)
+                    first, stop = layout.rows[row][:2]
+                    patches = layout.rows_view(grad_flat, layout.adjoint_start(row), stop - first)
+                    acc = torch.bmm(ker, patches) if acc is None else acc.baddbmm_(ker, patches)
+            assert acc is not None
+            grad_x = layout.from_grid(acc)
+        if needs[1] or needs[2]:
+            grad_grid = layout.to_grid(grad)  # (grid, B, Cout), zero on junk columns
+            grad_features = torch.empty_like(features)
+            grad_head = torch.zeros_like(head)
+            grid = layout.grid_size
+            for rows in groups:
+                block = plan.offsets(rows)
+                count = grid * (block.stop - block.start) * plan.pair_numel
+                grad_products = workspace[:count].view(-1, head.shape[0])
+                for row in range(*rows):
+                    first, stop = layout.rows[row][:2]
+                    patches = layout.rows_view(flat, layout.row_start(row), stop - first)
+                    plan.kernel_grad(patches, grad_grid, plan.row_of(grad_products, rows, row))
+                values = slice(grid * block.start, grid * block.stop)
+                torch.mm(
+                    grad_products,
+                    head,
+                    out=grad_features[values].view(grad_products.shape[0], -1),
                 )
-            return grad_kernels, grad_source, None, None
-        tile: int = ctx.tile  # type: ignore[attr-defined]
-        grad_k = kernels.new_empty(kernels.shape) if needs[0] else None
-        grad_s = source.new_zeros(source.shape) if needs[1] else None
-        for start in range(0, num_pos, tile):
-            stop = min(start + tile, num_pos)
-            rows = index[start:stop].reshape(-1)
-            g = grad[start:stop]
-            if grad_k is not None:
-                patches = source.index_select(0, rows).view(stop - start, width, batch)
-                torch.bmm(patches, g.transpose(1, 2), out=grad_k[start:stop])
-            if grad_s is not None:
-                grad_patches = torch.bmm(kernels[start:stop], g)
-                grad_s.index_add_(0, rows, grad_patches.view(-1, channels, batch))
-        return grad_k, grad_s, None, None
+                grad_head.addmm_(
+                    grad_products.t(), features[values].view(grad_products.shape[0], -1)
+                )
+        if not needs[1]:
+            grad_features = None
+        if not needs[2]:
+            grad_head = None
+        return grad_x, grad_features, grad_head, None
+
+
+def _disk_product_reference(
+    x: Tensor, features: Tensor, head: Tensor, plan: _DiskProduct
+) -> Tensor:
+    r""":class:`_DiskProductFunction` with gathered patches and whole-tensor operations, for
+    double backward (memory ``grid * K * Cin * B``)."""
+    layout = plan.layout
+    flat = layout.flatten(x)
+    index = torch.arange(layout.grid_size, device=x.device)[:, None] + layout.base[None, :]
+    patches = flat.index_select(0, index.reshape(-1)).view(layout.grid_size, -1, x.shape[0])
+    grid = layout.grid_size
+    rows = []
+    for first, stop, _, _ in layout.rows:
+        block = features[grid * first : grid * stop] @ head.t()
+        rows.append(block.view(grid, stop - first, *block.shape[1:]))
+    kernels = plan.kernel(torch.cat(rows, 1))
+    return layout.from_grid(torch.bmm(kernels.transpose(1, 2), patches))
 
 
 # ------------------------------------------------------------------------------ base class
@@ -370,6 +572,7 @@ class _PlanarLayer(_NonStationaryLayer):
         flat = (offsets[:, 0] + self.reach) * size + offsets[:, 1] + self.reach
         self.register_buffer("flat_offsets", flat, persistent=False)
         self._index_cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+        self._layout_cache: dict[tuple[int, int, str], RowLayout] = {}
 
     def _filter_points(self) -> Tensor:
         r"""``(x - y) / rho`` ``(K, 2)`` float64 for input ``y`` = output ``x`` + offset."""
@@ -383,13 +586,11 @@ class _PlanarLayer(_NonStationaryLayer):
             return self.config.domain_scale
         return float(max(height, width))
 
-    def _indices(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _layout(self, height: int, width: int, device: torch.device) -> RowLayout:
         key = (height, width, str(device))
-        if key not in self._index_cache:
-            self._index_cache[key] = planar_indices(
-                height, width, self.offsets, self.padding, device
-            )
-        return self._index_cache[key]
+        if key not in self._layout_cache:
+            self._layout_cache[key] = row_layout(height, width, self.offsets, self.padding, device)
+        return self._layout_cache[key]
 
     def _pad(self, x: Tensor) -> Tensor:
         pad = (self.reach,) * 4
@@ -446,27 +647,31 @@ class _PlanarLayer(_NonStationaryLayer):
                 out = F.conv2d(x, weight, padding=self.reach)
             return out.view(batch, n_out, rotations_out, height, width)
 
-        index, positions = self._indices(height, width, x.device)
-        num_pos, num_off = index.shape
-        scale = self._domain_scale(height, width)
-        rd, sd = domain_coords.shape[:2]
-        coords = domain_coords.to(x.device)[None].repeat(positions.shape[0], 1, 1, 1)
-        coords[..., :2] = (positions / scale)[:, None, None, :]
-        zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (Np, Rd, Sd, h)
-        zd = zd.index_select(0, index.reshape(-1)).view(num_pos, num_off, rd, sd, -1)
-        pre = zf.permute(0, 2, 1, 3)[None] + zd.permute(0, 2, 1, 3, 4)  # (P, R, K, S, h)
-        ker = self.kernel.head(pre).unflatten(-1, (n_in, n_out))  # (P, R, K, S, I, O)
-        ker = ker.permute(0, 2, 3, 4, 1, 5).reshape(num_pos, -1, rotations_out * n_out)
-        # (Np, S * I, B): one row per padded pixel, input rotation slowest as in ``ker``.
-        source = self._pad(x).view(batch, n_in, rotations_in, -1).permute(3, 2, 1, 0)
-        source = source.reshape(source.shape[0], -1, batch).contiguous()
-        row_bytes = ker.shape[1] * batch * ker.element_size()
-        tile = max(1, _TILE_BYTES // row_bytes)
-        out = _LocalProduct.apply(ker, source, index, tile)  # (P, R * O, B)
+        # Soft translation: a kernel per grid position and offset, 004 eq. 8 with the position
+        # of the input pixel in the domain coordinates (see _DiskProductFunction).
+        layout = self._layout(height, width, x.device)
+        grid = layout.grid_size
+        coords = domain_coords.to(x.device)[None].repeat(layout.length, 1, 1, 1)
+        coords[..., :2] = (layout.positions / self._domain_scale(height, width))[:, None, None]
+        zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (L, Rd, Sd, J)
+        # A zero last pre-activation gives the constant feature cos(0) = 1 that carries the
+        # output layer's bias.
+        zd = F.pad(zd.transpose(1, 2), (0, 1))  # (L, Sd, Rd, J + 1)
+        zf = F.pad(zf.permute(2, 1, 0, 3), (0, 1))  # (K, S, R, J + 1)
+        pre = zf.index_select(0, layout.blocked_offset)  # (grid * K, S, R, J + 1)
+        pre = pre.add_(zd.index_select(0, layout.blocked_address))
+        features = self.kernel.hidden_features(pre)  # (grid * K, S, R, J + 1), row-blocked
+        if layout.valid is not None:  # zero padding: kernels reaching past a side are zero
+            valid = layout.valid.to(dtype)[:, None]
+            features = (features.view(len(valid), -1) * valid).view(features.shape)
+        own = layout.address(0, 0)
+        plan = _DiskProduct(layout, n_in, n_out, zf.detach(), zd[own : own + grid].detach())
+        layer = self.kernel.output_layer
+        head = torch.cat([layer.weight, layer.bias[:, None]], 1)
+        out = _DiskProductFunction.apply(x, features, head, plan)
         if rotations_in > 1:
             out = out * norm
-        out = out.view(num_pos, rotations_out, n_out, batch).permute(3, 2, 1, 0)
-        return out.reshape(batch, n_out, rotations_out, height, width)
+        return out.view(batch, n_out, rotations_out, height, width)
 
 
 # ------------------------------------------------------------------------------------ T(2)
@@ -478,6 +683,10 @@ class NonStationaryConv2d(_PlanarLayer):
 
     :math:`\hat k` a :class:`RandomFourierKernel` with ``omega`` on the offset and
     ``omega_prime`` (on :math:`(x, y)`, present for ``soft="translation"``) on the position.
+    ``soft="none"`` is one ``conv2d`` with a kernel from the kernel net; ``soft="translation"``
+    evaluates a kernel per pixel and offset and applies them by batched products, one per row of
+    the support disk, exactly (no approximation of eq. 8) and at about 2.5-3 times the cost on
+    CPU (module docstring, "Cost").
 
     Parameters
     ----------
@@ -549,7 +758,8 @@ class NonStationaryConv2d(_PlanarLayer):
         x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
         filter_coords = self._filter_points()[None, None]
         domain_coords = filter_coords.new_zeros(1, 1, 2)
-        return self._planar(x, filter_coords, domain_coords, 1, 1)[:, :, 0]
+        # squeeze, not [:, :, 0]: its backward is a view, not a zero-filled copy.
+        return self._planar(x, filter_coords, domain_coords, 1, 1).squeeze(2)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, radius={self.radius}, padding={self.padding!r}"
