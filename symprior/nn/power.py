@@ -429,18 +429,24 @@ class _ScaledExp(torch.autograd.Function):
         return ((generators @ output) * grad).sum((-2, -1)), None
 
 
-def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _fourier_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Real matrices of the 2-D DFT of real ``(H, W)`` images, float64.
 
-    With ``Wf = W // 2 + 1``, ``l`` a column frequency, ``k`` a row frequency and ``p, q`` the
+    With ``Wf = W // 2 + 1``, ``l`` a column frequency, ``k`` a row frequency and ``p`` the
     real/imaginary part:
 
-    * ``dft_w`` ``((l, p), W)``: the first ``Wf`` DFT coefficients of a row,
-      :math:`\sum_w x_w e^{-2\pi i wl/W}`;
-    * ``dft_h`` ``((k, q), (p, h))``: the complex DFT along a column;
-    * ``idft_h`` ``((p, h), (k, q))``: its inverse (with the factor :math:`1/H`);
-    * ``idft_w`` ``(W, (l, p))``: the inverse of ``dft_w`` on Hermitian spectra, as ``irfft``
-      (imaginary parts of the constant and Nyquist terms are ignored).
+    * ``dft_w`` ``((p, l), W)``: the first ``Wf`` DFT coefficients of a row,
+      :math:`\sum_w x_w e^{-2\pi i wl/W}` (``rfft``), real parts first;
+    * ``half_h`` ``(H, H)``: the cosine rows :math:`\cos(2\pi k h/H)` for
+      :math:`k = 0 \dots \lfloor H/2 \rfloor` followed by the sine rows :math:`\sin(2\pi kh/H)`
+      for :math:`k = 1 \dots \lfloor (H-1)/2 \rfloor` (the sines vanish at :math:`k = 0` and
+      :math:`k = H/2`). Rows :math:`k` and :math:`H - k` of the complex DFT matrix share them,
+      :math:`e^{\mp 2\pi i (H-k)h/H} = \cos(2\pi kh/H) \pm i \sin(2\pi kh/H)`, so a complex
+      DFT of length ``H`` is this real product followed by additions (:func:`_butterfly`);
+    * ``idft_w`` ``((p, l), W)``: the inverse of ``dft_w`` on Hermitian spectra, as ``irfft``
+      (imaginary parts of the constant and Nyquist terms are ignored);
+    * ``order`` ``(H,)``: the row frequencies in the order the butterfly produces them,
+      :math:`0, 1, \dots, \lfloor H/2 \rfloor, H-1, H-2, \dots, H - \lfloor (H-1)/2 \rfloor`.
     """
     rows = torch.arange(height, dtype=torch.float64)
     cols = torch.arange(width, dtype=torch.float64)
@@ -448,22 +454,536 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     freqs = torch.arange(half, dtype=torch.float64)
     # Reduce the phase index modulo n before scaling, for exact angles.
     angle_w = 2 * math.pi * ((freqs[:, None] * cols[None, :]) % width) / width  # (l, w)
-    dft_w = torch.stack([torch.cos(angle_w), -torch.sin(angle_w)], 1).reshape(2 * half, width)
+    dft_w = torch.cat([torch.cos(angle_w), -torch.sin(angle_w)])
     weight = torch.full((half, 1), 2.0 / width, dtype=torch.float64)
     weight[0] = 1.0 / width
     if width % 2 == 0 and half > 1:
         weight[-1] = 1.0 / width
-    idft_w = torch.stack([weight * torch.cos(angle_w), -weight * torch.sin(angle_w)], 1)
-    idft_w = idft_w.reshape(2 * half, width).T
-    angle_h = 2 * math.pi * ((rows[:, None] * rows[None, :]) % height) / height  # (k, h)
-    cos, sin = torch.cos(angle_h), torch.sin(angle_h)
-    # e^{-ia}(re + i im) = (cos re + sin im) + i(cos im - sin re): rows (k, q), columns (p, h).
-    dft_h = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
-    # e^{+ia}(re + i im) / H = (cos re - sin im) + i(sin re + cos im): rows (p, h), cols (k, q).
-    cos_t, sin_t = cos.T / height, sin.T / height
-    idft_h = torch.stack([torch.stack([cos_t, -sin_t], -1), torch.stack([sin_t, cos_t], -1)], 0)
-    size = 2 * height
-    return dft_w, dft_h.reshape(size, size), idft_h.reshape(size, size), idft_w
+    idft_w = torch.cat([weight * torch.cos(angle_w), -weight * torch.sin(angle_w)])
+    num_cos, num_sin = height // 2 + 1, (height - 1) // 2
+    k_cos = torch.arange(num_cos, dtype=torch.float64)
+    k_sin = torch.arange(1, num_sin + 1, dtype=torch.float64)
+    angle_cos = 2 * math.pi * ((k_cos[:, None] * rows[None, :]) % height) / height
+    angle_sin = 2 * math.pi * ((k_sin[:, None] * rows[None, :]) % height) / height
+    half_h = torch.cat([torch.cos(angle_cos), torch.sin(angle_sin)])
+    order = torch.cat([torch.arange(num_cos), height - torch.arange(1, num_sin + 1)])
+    return dft_w, half_h, idft_w, order
+
+
+def _butterfly(parts: Tensor, out: Tensor | None = None) -> Tensor:
+    r"""The complex DFT along the rows from its cosine and sine transforms.
+
+    ``parts`` ``(H, 2, L)`` holds ``half_h @ z`` (:func:`_fourier_matrices`) for the real and
+    imaginary parts of ``L`` complex columns ``z``. With :math:`c_k, s_k` its cosine and sine
+    rows, the DFT is :math:`\hat z_k = c_k - i s_k` and :math:`\hat z_{H-k} = c_k + i s_k`, half
+    the multiplications of a dense complex DFT. The result ``(H, L, 2)`` (a complex ``(H, L)``)
+    lists the frequencies in the order ``order`` of :func:`_fourier_matrices`. Written into
+    ``out`` when given, else with out-of-place operations only (for legacy-vmap batched tensors).
+    """
+    h = parts.shape[0]
+    num_cos, num_sin = h // 2 + 1, (h - 1) // 2
+    pair = slice(1, num_sin + 1)  # k = 1..num_sin; rows num_cos.. hold H - k
+    if out is None:
+        cos, sin = parts[:num_cos], parts[num_cos:]
+        minus_i_sin = torch.stack([sin[:, 1], -sin[:, 0]], 1)
+        top = torch.cat([cos[:1], cos[pair] + minus_i_sin, cos[num_sin + 1 :]])
+        return torch.cat([top, cos[pair] - minus_i_sin]).transpose(1, 2).contiguous()
+    cos_re, cos_im = parts[:num_cos, 0], parts[:num_cos, 1]
+    sin_re, sin_im = parts[num_cos:, 0], parts[num_cos:, 1]
+    out_re, out_im = out[..., 0], out[..., 1]
+    # k = 0 and, for even H, the Nyquist frequency H/2 (rows 0 and num_cos - 1) have no sine.
+    alone = slice(0, num_cos, num_sin + 1)
+    out[alone] = parts[alone].transpose(1, 2)
+    torch.add(cos_re[pair], sin_im, out=out_re[pair])
+    torch.sub(cos_im[pair], sin_re, out=out_im[pair])
+    torch.sub(cos_re[pair], sin_im, out=out_re[num_cos:])
+    torch.add(cos_im[pair], sin_re, out=out_im[num_cos:])
+    return out
+
+
+def _butterfly_adjoint(spectrum: Tensor, out: Tensor | None = None) -> Tensor:
+    r"""The transpose of :func:`_butterfly`, ``(H, L, 2) -> (H, 2, L)``.
+
+    On a spectrum :math:`\hat y` it gives the cosine rows :math:`\hat y_k + \hat y_{H-k}` and the
+    sine rows :math:`i(\hat y_k - \hat y_{H-k})`, so that ``half_h.T @ result / H`` is the
+    inverse DFT along the rows. Written into ``out`` when given.
+    """
+    h = spectrum.shape[0]
+    num_cos, num_sin = h // 2 + 1, (h - 1) // 2
+    pair = slice(1, num_sin + 1)
+    if out is None:
+        spec = spectrum.transpose(1, 2)
+        diff = spec[pair] - spec[num_cos:]
+        i_diff = torch.stack([-diff[:, 1], diff[:, 0]], 1)
+        total = spec[pair] + spec[num_cos:]
+        return torch.cat([spec[:1], total, spec[num_sin + 1 : num_cos], i_diff])
+    spec_re, spec_im = spectrum[..., 0], spectrum[..., 1]
+    alone = slice(0, num_cos, num_sin + 1)
+    out[alone] = spectrum[alone].transpose(1, 2)
+    torch.add(spec_re[pair], spec_re[num_cos:], out=out[pair, 0])
+    torch.add(spec_im[pair], spec_im[num_cos:], out=out[pair, 1])
+    torch.sub(spec_im[num_cos:], spec_im[pair], out=out[num_cos:, 0])
+    torch.sub(spec_re[pair], spec_re[num_cos:], out=out[num_cos:, 1])
+    return out
+
+
+def _analyze(images: Tensor, mat_w: Tensor, mat_h: Tensor, scratch: Tensor | None = None) -> Tensor:
+    r"""Real images ``(n, H, W)`` to their spectrum ``(H Wf, n, 2)``, ``Wf = W // 2 + 1``.
+
+    With ``(dft_w, half_h)`` of :func:`_fourier_matrices` the 2-D DFT (``rfft`` along the columns,
+    complex DFT along the rows) as (Re, Im) pairs, rows ``(k, l)`` with ``k`` in the butterfly
+    order; with ``(idft_w, half_h / H)`` the transpose of the inverse DFT (:func:`_synthesize`
+    with the same matrices). Two matrix
+    products whose operands the BLAS reads in place (transposed where needed) and a butterfly,
+    the layout going ``(n, H, W) -> ((p, l), (n, H)) -> ((s, k), (p, l, n)) -> ((k, l), n, q)``
+    with ``p, q`` the real and imaginary parts and ``s`` the cosine and sine halves of the row
+    DFT. The first product is written into the result, the second into ``scratch`` (at least
+    ``2 H Wf n`` entries; allocated when None).
+    """
+    n, h, w = images.shape
+    half = mat_w.shape[0] // 2
+    size = 2 * half * n * h
+    out = images.new_empty(h * half, n, 2)
+    z = torch.mm(mat_w, images.reshape(n * h, w).t(), out=out.view(2 * half, n * h))
+    scratch = images.new_empty(size) if scratch is None else scratch[:size]
+    parts = torch.mm(mat_h, z.view(2 * half * n, h).t(), out=scratch.view(h, 2 * half * n))
+    return _butterfly(parts.view(h, 2, half * n), out.view(h, half * n, 2)).view(h * half, n, 2)
+
+
+def _synthesize(spectrum: Tensor, mat_h: Tensor, mat_w: Tensor) -> Tensor:
+    r"""A spectrum ``(H Wf, n, 2)`` to real images ``(n, H, W)``: the mirror of :func:`_analyze`.
+
+    With ``(half_h / H, idft_w)`` the inverse DFT (``irfft`` along the columns); with
+    ``(half_h, dft_w)`` the transpose of :func:`_analyze`.
+    """
+    h, w = mat_h.shape[1], mat_w.shape[1]
+    n = spectrum.shape[1]
+    half = mat_w.shape[0] // 2
+    parts = _butterfly_adjoint(spectrum.view(h, half * n, 2), spectrum.new_empty(h, 2, half * n))
+    z = parts.view(h, 2 * half * n).t() @ mat_h  # ((p, l, n), H)
+    del parts
+    return (z.view(2 * half, n * h).t() @ mat_w).view(n, h, w)
+
+
+def _analyze_batched(images: Tensor, mat_w: Tensor, mat_h: Tensor) -> Tensor:
+    """:func:`_analyze` with out-of-place operations only (legacy-vmap batched tensors)."""
+    n, h, w = images.shape
+    half = mat_w.shape[0] // 2
+    z = mat_w @ images.reshape(n * h, w).t()
+    parts = mat_h @ z.reshape(2 * half * n, h).t()
+    return _butterfly(parts.reshape(h, 2, half * n)).reshape(h * half, n, 2)
+
+
+def _synthesize_batched(spectrum: Tensor, mat_h: Tensor, mat_w: Tensor) -> Tensor:
+    """:func:`_synthesize` with out-of-place operations only (legacy-vmap batched tensors)."""
+    h, w = mat_h.shape[1], mat_w.shape[1]
+    n = spectrum.shape[1]
+    half = mat_w.shape[0] // 2
+    parts = _butterfly_adjoint(spectrum.reshape(h, half * n, 2))
+    z = parts.reshape(h, 2 * half * n).t() @ mat_h
+    return (z.reshape(2 * half, n * h).t() @ mat_w).reshape(n, h, w)
+
+
+def _unbatchable(err: RuntimeError) -> bool:
+    """Whether ``err`` is vmap refusing the in-place and ``out=`` operations of a fast path."""
+    return "atching rule" in str(err) or "vmap" in str(err)
+
+
+def _vmap_loop(
+    function: Callable[..., Tensor | tuple[Tensor, ...]],
+    info: object,
+    in_dims: tuple[int | None, ...],
+    *args: Tensor | None,
+) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+    """A vmap rule by a loop over the batch, for the cases that the folding rules do not cover."""
+    size: int = info.batch_size  # type: ignore[attr-defined]
+    outputs = []
+    for i in range(size):
+        item = [
+            a if d is None or a is None else a.select(d, i)
+            for a, d in zip(args, in_dims, strict=True)
+        ]
+        out = function(*item)
+        outputs.append(out if isinstance(out, tuple) else (out,))
+    stacked = tuple(torch.stack(parts) for parts in zip(*outputs, strict=True))
+    return stacked, (0,) * len(stacked)
+
+
+def _batch_first(value: Tensor, dim: int | None, size: int) -> Tensor:
+    """``value`` with its vmap dimension first (expanded when it has none)."""
+    if dim is None:
+        return value.expand(size, *value.shape)
+    return value.movedim(dim, 0)
+
+
+class _Analysis(torch.autograd.Function):
+    r""":func:`_analyze` as a linear operator; its backward is :class:`_Synthesis` (all orders).
+
+    vmap folds the batch into the images.
+    """
+
+    @staticmethod
+    def forward(images: Tensor, mat_w: Tensor, mat_h: Tensor) -> Tensor:
+        try:
+            return _analyze(images, mat_w, mat_h)
+        except RuntimeError as err:
+            if not _unbatchable(err):
+                raise
+            return _analyze_batched(images, mat_w, mat_h)
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx,
+        inputs: tuple[Tensor, Tensor, Tensor],
+        output: Tensor,
+    ) -> None:
+        ctx.mats = inputs[1:]  # type: ignore[attr-defined]
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None]:
+        mat_w, mat_h = ctx.mats  # type: ignore[attr-defined]
+        return _Synthesis.apply(grad, mat_h, mat_w), None, None
+
+    @staticmethod
+    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: Tensor, *_: Tensor | None) -> Tensor:
+        return _Analysis.apply(tangent, *ctx.mats)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def vmap(
+        info: object,
+        in_dims: tuple[int | None, ...],
+        images: Tensor,
+        mat_w: Tensor,
+        mat_h: Tensor,
+    ) -> tuple[Tensor, int]:
+        if in_dims[1] is not None or in_dims[2] is not None:
+            outputs, dims = _vmap_loop(_Analysis.apply, info, in_dims, images, mat_w, mat_h)
+            return outputs[0], dims[0]
+        batch = _batch_first(images, in_dims[0], info.batch_size)  # type: ignore[attr-defined]
+        spectrum = _Analysis.apply(batch.flatten(0, 1), mat_w, mat_h)
+        return spectrum.view(spectrum.shape[0], batch.shape[0], batch.shape[1], 2), 1
+
+
+class _Synthesis(torch.autograd.Function):
+    r""":func:`_synthesize` as a linear operator; its backward is :class:`_Analysis` (all orders).
+
+    vmap folds the batch into the spectra.
+    """
+
+    @staticmethod
+    def forward(spectrum: Tensor, mat_h: Tensor, mat_w: Tensor) -> Tensor:
+        try:
+            return _synthesize(spectrum, mat_h, mat_w)
+        except RuntimeError as err:
+            if not _unbatchable(err):
+                raise
+            return _synthesize_batched(spectrum, mat_h, mat_w)
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx,
+        inputs: tuple[Tensor, Tensor, Tensor],
+        output: Tensor,
+    ) -> None:
+        ctx.mats = inputs[1:]  # type: ignore[attr-defined]
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None]:
+        mat_h, mat_w = ctx.mats  # type: ignore[attr-defined]
+        return _Analysis.apply(grad, mat_w, mat_h), None, None
+
+    @staticmethod
+    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: Tensor, *_: Tensor | None) -> Tensor:
+        return _Synthesis.apply(tangent, *ctx.mats)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def vmap(
+        info: object,
+        in_dims: tuple[int | None, ...],
+        spectrum: Tensor,
+        mat_h: Tensor,
+        mat_w: Tensor,
+    ) -> tuple[Tensor, int]:
+        if in_dims[1] is not None or in_dims[2] is not None:
+            outputs, dims = _vmap_loop(_Synthesis.apply, info, in_dims, spectrum, mat_h, mat_w)
+            return outputs[0], dims[0]
+        size: int = info.batch_size  # type: ignore[attr-defined]
+        batch = _batch_first(spectrum, in_dims[0], size)  # (B, H Wf, n, 2)
+        n = batch.shape[2]
+        folded = batch.transpose(0, 1).reshape(batch.shape[1], size * n, 2)
+        images = _Synthesis.apply(folded, mat_h, mat_w)
+        return images.view(size, n, *images.shape[1:]), 0
+
+
+def _real_pairs(grad: Tensor) -> Tensor:
+    r"""The transpose of :class:`_RealBlock`: real ``(F, 2m, 2n)`` blocks to complex ``(F, m, n)``.
+
+    :math:`\mathrm{Re} = B_{rr} + B_{ii}` and :math:`\mathrm{Im} = B_{ri} - B_{ir}` with
+    differentiable operations: the gradient of :math:`K` (PyTorch's convention for complex
+    tensors) from that of its real block.
+    """
+    f, m2, n2 = grad.shape
+    blocks = grad.reshape(f, m2 // 2, 2, n2 // 2, 2)
+    real = blocks[:, :, 0, :, 0] + blocks[:, :, 1, :, 1]
+    imag = blocks[:, :, 0, :, 1] - blocks[:, :, 1, :, 0]
+    return torch.complex(real, imag)
+
+
+class _RealBlock(torch.autograd.Function):
+    r"""Complex ``(F, m, n)`` matrices as real ``(F, 2m, 2n)`` ones acting on (Re, Im) pairs.
+
+    Right multiplication by :math:`K` maps a row :math:`(\mathrm{Re}\,x, \mathrm{Im}\,x)`
+    (pairs interleaved) to :math:`(\mathrm{Re}\,xK, \mathrm{Im}\,xK)`: the real matrix has
+    the rows :math:`(\mathrm{Re}\,K, \mathrm{Im}\,K)` for a real part and
+    :math:`(-\mathrm{Im}\,K, \mathrm{Re}\,K)` for an imaginary part. The backward is
+    :func:`_real_pairs`; vmap folds the batch into the matrices.
+    """
+
+    @staticmethod
+    def forward(kernel: Tensor) -> Tensor:
+        f, m, n = kernel.shape
+        parts = torch.view_as_real(kernel)
+        try:
+            out = parts.new_empty(f, m, 2, n, 2)
+            out[:, :, 0] = parts
+            torch.neg(parts[..., 1], out=out[:, :, 1, :, 0])
+            out[:, :, 1, :, 1] = parts[..., 0]
+        except RuntimeError as err:
+            if not _unbatchable(err):
+                raise
+            out = torch.stack([parts, torch.stack([-parts[..., 1], parts[..., 0]], -1)], 2)
+        return out.reshape(f, 2 * m, 2 * n)
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor
+    ) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return _real_pairs(grad)
+
+    @staticmethod
+    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: Tensor) -> Tensor:
+        return _RealBlock.apply(tangent)
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple[int | None], kernel: Tensor) -> tuple[Tensor, int | None]:
+        if in_dims[0] is None:
+            return _RealBlock.apply(kernel), None
+        batch = kernel.movedim(in_dims[0], 0)
+        block = _RealBlock.apply(batch.flatten(0, 1))
+        return block.view(*batch.shape[:2], *block.shape[1:]), 0
+
+
+def _fourier_conv(
+    x: Tensor, kernel: Tensor, constant: Tensor | None, mats: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor]:
+    """The forward of :class:`_FourierConv`: ``(output, spectrum of x)``."""
+    dft_w, half_h, idft_h, idft_w = mats
+    b, c, h, w = x.shape
+    o = kernel.shape[-1]
+    half = dft_w.shape[0] // 2
+    n_in, n_out = 2 * half * b * c * h, 2 * half * b * o * h
+    scratch, buffer = x.new_empty(max(n_in, n_out)), x.new_empty(n_out)
+    spectrum = _analyze(x.reshape(b * c, h, w), dft_w, half_h, scratch)
+    # The mixed spectrum, its cosine/sine parts and the inverse along the rows take turns in
+    # the two buffers.
+    f = h * half
+    y = torch.view_as_complex(scratch[:n_out].view(f, b, o, 2))
+    torch.bmm(torch.view_as_complex(spectrum.view(f, b, c, 2)), kernel, out=y)
+    parts = buffer.view(h, 2, half * b * o)
+    parts = _butterfly_adjoint(torch.view_as_real(y).view(h, half * b * o, 2), parts)
+    if constant is not None:
+        parts[0, 0, : constant.shape[0]] += constant
+    z = torch.mm(parts.view(h, n_out // h).t(), idft_h, out=scratch[:n_out].view(n_out // h, h))
+    return (z.view(2 * half, b * o * h).t() @ idft_w).view(b, o, h, w), spectrum
+
+
+def _fourier_conv_backward(
+    grad: Tensor,
+    x: Tensor,
+    kernel: Tensor,
+    spectrum: Tensor,
+    mats: tuple[Tensor, ...],
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """The backward of :func:`_fourier_conv` in reused buffers: x, kernel and constant grads."""
+    dft_w, half_h, idft_h, idft_w = mats
+    b, c, h, w = x.shape
+    o = kernel.shape[-1]
+    half = dft_w.shape[0] // 2
+    n_in, n_out, f = 2 * half * b * c * h, 2 * half * b * o * h, h * half
+    scratch = x.new_empty(max(n_in, n_out))
+    grad_y = _analyze(grad.reshape(b * o, h, w), idft_w, idft_h, scratch)
+    grad_constant = grad_y[0, :, 0]
+    grad_kernel = grad_x = None
+    if needs[1]:
+        # spectrum^H @ grad_y as a real product on (Re, Im) pairs (no conjugated copy).
+        pairs = spectrum.view(f, b, 2 * c).transpose(1, 2) @ grad_y.view(f, b, 2 * o)
+        grad_kernel = _real_pairs(pairs)
+    if needs[0]:
+        grad_spectrum = x.new_empty(n_in)
+        torch.bmm(
+            torch.view_as_complex(grad_y.view(f, b, o, 2)),
+            kernel.mH.resolve_conj(),
+            out=torch.view_as_complex(grad_spectrum.view(f, b, c, 2)),
+        )
+        parts = scratch[:n_in].view(h, 2, half * b * c)
+        parts = _butterfly_adjoint(grad_spectrum.view(h, half * b * c, 2), parts)
+        z = torch.mm(parts.view(h, n_in // h).t(), half_h, out=grad_spectrum.view(n_in // h, h))
+        grad_x = (z.view(2 * half, b * c * h).t() @ dft_w).view(b, c, h, w)
+    return grad_x, grad_kernel, grad_constant
+
+
+class _FourierConv(torch.autograd.Function):
+    r"""The Fourier path of :class:`PowerLayer` in one pass over reused buffers.
+
+    ``x`` ``(b, c, H, W)``, ``kernel`` complex ``(H Wf, c, o)`` (the weight per frequency,
+    :meth:`PowerLayer._fourier_kernel`), ``constant`` ``(b o,)`` or None, then the four
+    matrices of :func:`_fourier_matrices` (``dft_w, half_h, half_h / H, idft_w``); returns the
+    output ``(b, o, H, W)`` and, non-differentiable, the spectrum of ``x`` (kept for the
+    backward). The forward is :func:`_analyze`, the channel mixing per frequency (one batched
+    complex product) and :func:`_synthesize` with ``constant`` added to the zero frequency, in
+    two scratch buffers for all steps: fewer and warmer allocations than separate operations.
+    So is the backward. When the backward is itself differentiated (grad mode on) or vmapped,
+    it is written instead with :class:`_Analysis`, :class:`_Synthesis`, :class:`_RealBlock`
+    and real products, differentiable and vmappable in turn (the spectrum then recomputed as a
+    differentiable function of ``x`` when ``x`` needs a gradient).
+    """
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        kernel: Tensor,
+        constant: Tensor | None,
+        dft_w: Tensor,
+        half_h: Tensor,
+        idft_h: Tensor,
+        idft_w: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        mats = (dft_w, half_h, idft_h, idft_w)
+        try:
+            return _fourier_conv(x, kernel, constant, mats)
+        except RuntimeError as err:
+            if not _unbatchable(err):
+                raise
+        b, c, h, w = x.shape
+        spectrum = _analyze_batched(x.reshape(b * c, h, w), dft_w, half_h)
+        f = spectrum.shape[0]
+        y = torch.bmm(spectrum.view(f, b, 2 * c), _RealBlock.apply(kernel))
+        out = _synthesize_batched(y.view(f, b * kernel.shape[-1], 2), idft_h, idft_w)
+        out = out.view(b, -1, h, w)
+        if constant is not None:
+            out = out + (constant / (h * w)).view(b, -1, 1, 1)
+        return out, spectrum
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx,
+        inputs: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor],
+        output: tuple[Tensor, Tensor],
+    ) -> None:
+        x, kernel = inputs[0], inputs[1]
+        ctx.save_for_backward(x, kernel, output[1])
+        ctx.save_for_forward(x, kernel)
+        ctx.mats = inputs[3:]  # type: ignore[attr-defined]
+        ctx.has_constant = inputs[2] is not None  # type: ignore[attr-defined]
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, _: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        x, kernel, spectrum = ctx.saved_tensors  # type: ignore[attr-defined]
+        mats = ctx.mats  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        has_constant: bool = ctx.has_constant  # type: ignore[attr-defined]
+        grad_x: Tensor | None
+        grad_kernel: Tensor | None
+        if not torch.is_grad_enabled():
+            try:
+                grad_x, grad_kernel, constant = _fourier_conv_backward(
+                    grad, x, kernel, spectrum, mats, needs
+                )
+                grad_constant = constant if has_constant and needs[2] else None
+                return grad_x, grad_kernel, grad_constant, None, None, None, None
+            except RuntimeError as err:
+                if not _unbatchable(err):
+                    raise
+        dft_w, half_h, idft_h, idft_w = mats
+        b, c, h, w = x.shape
+        o = kernel.shape[-1]
+        grad_y = _Analysis.apply(grad.reshape(b * o, h, w), idft_w, idft_h)
+        grad_constant = grad_y[0, :, 0] if has_constant and needs[2] else None
+        f = grad_y.shape[0]
+        grad_y = grad_y.view(f, b, 2 * o)
+        grad_kernel = grad_x = None
+        if needs[1]:
+            if needs[0] and torch.is_grad_enabled():
+                spectrum = _Analysis.apply(x.reshape(b * c, h, w), dft_w, half_h)
+            grad_kernel = _real_pairs(spectrum.view(f, b, 2 * c).transpose(1, 2) @ grad_y)
+        if needs[0]:
+            block = _RealBlock.apply(kernel)
+            grad_spectrum = (grad_y @ block.transpose(1, 2)).view(f, b * c, 2)
+            grad_x = _Synthesis.apply(grad_spectrum, half_h, dft_w).view(b, c, h, w)
+        return grad_x, grad_kernel, grad_constant, None, None, None, None
+
+    @staticmethod
+    def jvp(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_tangent: Tensor | None,
+        kernel_tangent: Tensor | None,
+        constant_tangent: Tensor | None,
+        *_: Tensor | None,
+    ) -> tuple[Tensor | None, None]:
+        # Linear in (x, constant) and in kernel; the matrices are constants.
+        x, kernel = ctx.saved_tensors  # type: ignore[attr-defined]
+        mats = ctx.mats  # type: ignore[attr-defined]
+        out: Tensor | None = None
+        if x_tangent is not None or constant_tangent is not None:
+            x_part = torch.zeros_like(x) if x_tangent is None else x_tangent
+            out = _FourierConv.apply(x_part, kernel, constant_tangent, *mats)[0]
+        if kernel_tangent is not None:
+            kernel_part = _FourierConv.apply(x, kernel_tangent, None, *mats)[0]
+            out = kernel_part if out is None else out + kernel_part
+        return out, None
+
+    @staticmethod
+    def vmap(
+        info: object,
+        in_dims: tuple[int | None, ...],
+        x: Tensor,
+        kernel: Tensor,
+        constant: Tensor | None,
+        *mats: Tensor,
+    ) -> tuple[tuple[Tensor, Tensor], tuple[int, int]]:
+        size: int = info.batch_size  # type: ignore[attr-defined]
+        if any(d is not None for d in (in_dims[1], *in_dims[3:])):
+            args = (x, kernel, constant, *mats)
+            outputs, dims = _vmap_loop(_FourierConv.apply, info, in_dims, *args)
+            return (outputs[0], outputs[1]), (dims[0], dims[1])
+        batch = _batch_first(x, in_dims[0], size)
+        b = batch.shape[1]
+        if constant is not None:
+            constant = _batch_first(constant, in_dims[2], size).reshape(-1)
+        out, spectrum = _FourierConv.apply(batch.flatten(0, 1), kernel, constant, *mats)
+        spectrum = spectrum.view(spectrum.shape[0], size, spectrum.shape[1] // size, 2)
+        return (out.view(size, b, *out.shape[1:]), spectrum), (0, 1)
+
+
+def _has_storage(value: Tensor) -> bool:
+    """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
+    try:
+        value.data_ptr()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _is_circulant(matrix: Tensor) -> bool:
@@ -563,8 +1083,11 @@ class PowerLayer(RelaxedModule):
 
     * ``"fourier"``: circulant factors are diagonal in the discrete Fourier basis, so the powers
       are :math:`\exp(iDt_k\lambda)` on the DFT eigenvalues :math:`\lambda` of the factors and
-      the layer is one channel mixing per frequency between a 2-D DFT and its inverse (applied
-      as small real matrices along each axis, faster than FFTs at image sizes);
+      the layer is one channel mixing per frequency between a 2-D DFT and its inverse, the bias
+      added as the zero frequency. The DFTs are matrix products along each axis (an ``rfft``
+      along the columns, cosine and sine transforms combined by a butterfly along the rows),
+      faster than FFTs at image sizes, in a memory layout that the products read and write in
+      place: no copy reorders the data (see :class:`_FourierConv`);
     * ``"separable"``: the 1-D factors :math:`\exp(iDt_kR_k)` ``(H, H)`` and
       :math:`\exp(iDt_kC_k)` ``(W, W)`` are applied along the image axes
       (:math:`\exp(t(R \oplus C)) = \exp(tR) \otimes \exp(tC)`);
@@ -574,7 +1097,8 @@ class PowerLayer(RelaxedModule):
     eigendecomposition (computed once); others with :func:`torch.linalg.matrix_exp`, whose
     derivative in :math:`t` is taken in closed form, :math:`G\exp(cG)`. The powers are cached
     while the magnitudes keep their value (keyed on the value, dtype and device) and recomputed
-    in every forward that needs gradients with respect to the magnitudes.
+    in every forward that needs gradients with respect to the magnitudes; on the ``"fourier"``
+    path the weight in the Fourier domain likewise, keyed on the value of :math:`\theta` too.
 
     Examples
     --------
@@ -659,6 +1183,7 @@ class PowerLayer(RelaxedModule):
         self.register_buffer("pair_index", pair, persistent=False)
         self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
         self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
+        self._kernel_cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.reset_parameters()
 
     def _register_group(
@@ -712,6 +1237,7 @@ class PowerLayer(RelaxedModule):
 
     def _relaxation_changed(self) -> None:
         self._cache = None
+        self._kernel_cache = None
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PowerLayer:
         # Every buffer is a constant (float64 magnitudes and generators, complex128 spectra,
@@ -731,6 +1257,7 @@ class PowerLayer(RelaxedModule):
             )
             self._cache = None
             self._dft_cache = {}
+            self._kernel_cache = None
         return out
 
     # ------------------------------------------------------------------ operators
@@ -771,7 +1298,7 @@ class PowerLayer(RelaxedModule):
 
     def _operators(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         t = self.magnitudes
-        if torch.is_grad_enabled() and t.requires_grad:
+        if (torch.is_grad_enabled() and t.requires_grad) or not _has_storage(t):
             return tuple(_cast(op, dtype) for op in self._compute_operators())
         if self._cache is not None:
             key, key_dtype, key_device, ops = self._cache
@@ -874,16 +1401,17 @@ class PowerLayer(RelaxedModule):
         xb = x.reshape(-1, self.in_channels, *x.shape[x.ndim - spatial :])
         ops = self._operators(x.dtype, x.device)
         theta = self.weight.to(x.dtype).reshape(self.out_channels, self.in_channels, -1)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.path == "dense":
             y = self._forward_dense(xb.reshape(xb.shape[0], self.in_channels, -1), theta, ops[0])
+        elif self.path == "fourier":
+            y = self._forward_fourier(xb, self._fourier_kernel(theta, ops[0], ops[1]), bias)
+            bias = None  # added as the zero frequency
         else:
             grid = self._theta_grid(theta, ops[0], ops[1])
-            if self.path == "fourier":
-                y = self._forward_fourier(xb, grid, ops[0], ops[1])
-            else:
-                y = self._forward_separable(xb, grid, ops[0], ops[1])
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype).reshape(-1, *([1] * (y.ndim - 2)))
+            y = self._forward_separable(xb, grid, ops[0], ops[1])
+        if bias is not None:
+            y = y + bias.reshape(-1, *([1] * (y.ndim - 2)))
         return y.reshape(*lead, self.out_channels, *x.shape[x.ndim - spatial :])
 
     def _theta_grid(self, theta: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -899,34 +1427,55 @@ class PowerLayer(RelaxedModule):
         key = (dtype, device)
         if key not in self._dft_cache:
             h, w = self.image_shape or (1, 1)
-            self._dft_cache[key] = tuple(
-                m.to(dtype=dtype, device=device) for m in _dft_matrices(h, w)
+            dft_w, half_h, idft_w, order = _fourier_matrices(h, w)
+            self._dft_cache[key] = (
+                *(m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)),
+                order.to(device=device),
             )
         return self._dft_cache[key]
 
-    def _forward_fourier(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        o = self.out_channels
+    def _fourier_kernel(self, theta: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        r"""The channel mixing per frequency, complex ``(H Wf, in, out)`` (``Wf = W // 2 + 1``).
+
+        The weight in the Fourier domain, :math:`K^{(o,c)}_{kl} = \sum_{r,s} \theta^{(o,c)}_{rs}
+        \hat R_{rk} \hat C_{sl}` (products of the DFT multipliers of the row and column powers),
+        for the row frequencies in the order of :func:`_butterfly`, as ``(in, out)`` matrices that
+        multiply the spectra from the right. Cached, like the powers, while nothing needs
+        gradients and neither the weight (compared by value) nor the powers change.
+        """
+        frozen = not any(t.requires_grad or not _has_storage(t) for t in (theta, rows, cols))
+        if frozen and self._kernel_cache is not None:
+            key, key_rows, key_cols, kernel = self._kernel_cache
+            if (
+                key_rows is rows
+                and key_cols is cols
+                and key.dtype == theta.dtype
+                and key.device == theta.device
+                and torch.equal(key, theta)
+            ):
+                return kernel
+        h, w = self.image_shape or (1, 1)
         half = w // 2 + 1
-        complex_dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-        row_mult = rows if rows.numel() else x.new_ones(1, h, dtype=complex_dtype)
-        col_mult = (cols if cols.numel() else x.new_ones(1, w, dtype=complex_dtype))[:, :half]
-        kernel = torch.einsum("ocrs,sl->ocrl", grid.to(col_mult.dtype), col_mult)
-        kernel = torch.einsum("ocrl,rk->lkoc", kernel, row_mult)  # (half, h, out, in)
-        # The complex product per frequency as a real one on (Re, Im) pairs:
-        # [[Re K, -Im K], [Im K, Re K]] @ [Re x; Im x] = [Re Kx; Im Kx].
-        kr, ki = kernel.real, kernel.imag
-        block = torch.cat([torch.cat([kr, -ki], -1), torch.cat([ki, kr], -1)], -2)
-        dft_w, dft_h, idft_h, idft_w = self._dft(x.dtype, x.device)
-        # Small DFTs as matrix products (faster than FFTs at image sizes) in the memory layout
-        # (frequencies, ..., channels, batch): every step is one plain or batched product with
-        # large operands and only the input and the output are reordered.
-        z = dft_w @ x.permute(3, 2, 1, 0).reshape(w, h * c * b)  # ((l p), (h c b))
-        z = torch.bmm(dft_h.expand(half, -1, -1), z.reshape(half, 2 * h, c * b))
-        y = torch.bmm(block.reshape(half * h, 2 * o, 2 * c), z.reshape(half * h, 2 * c, b))
-        y = torch.bmm(idft_h.expand(half, -1, -1), y.reshape(half, 2 * h, o * b))
-        y = idft_w @ y.reshape(2 * half, h * o * b)  # (w, (h o b))
-        return y.reshape(w, h, o, b).permute(3, 2, 1, 0).contiguous()
+        order = self._dft(theta.dtype, theta.device)[-1]
+        complex_dtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
+        row_mult = rows if rows.numel() else theta.new_ones(1, h, dtype=complex_dtype)
+        col_mult = (cols if cols.numel() else theta.new_ones(1, w, dtype=complex_dtype))[:, :half]
+        grid = self._theta_grid(theta, rows, cols).to(complex_dtype)
+        kernel = torch.einsum("ocrs,sl->rlco", grid, col_mult)
+        kernel = row_mult[:, order].T @ kernel.reshape(row_mult.shape[0], -1)  # (k, (l, c, o))
+        kernel = kernel.view(h * half, self.in_channels, self.out_channels)
+        self._kernel_cache = (theta.detach().clone(), rows, cols, kernel) if frozen else None
+        return kernel
+
+    def _forward_fourier(self, x: Tensor, kernel: Tensor, bias: Tensor | None) -> Tensor:
+        b, _, h, w = x.shape
+        dft_w, half_h, idft_h, idft_w, _ = self._dft(x.dtype, x.device)
+        # The bias is the zero frequency of the output: (H W) bias / (H W) after the inverse.
+        constant = None
+        if bias is not None:
+            constant = (bias * (h * w)).expand(b, self.out_channels).reshape(-1)
+        out, _ = _FourierConv.apply(x, kernel, constant, dft_w, half_h, idft_h, idft_w)
+        return out
 
     def _forward_separable(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
         b, c, h, w = x.shape

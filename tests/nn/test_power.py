@@ -258,6 +258,131 @@ def test_fast_paths_equal_naive_dense_reference(case):
         assert _rel(layer.float()(x.float()).double(), expected) < 1e-5
 
 
+FOURIER_CASES = {
+    "translation-5x6-K2-D2": ("translation", (5, 6), 2, 2, (2, 3)),
+    "translation-6x5-K1": ("translation", (6, 5), 1, 1, (3, 2)),
+    "translation-4x4-K1": ("translation", (4, 4), 1, 1, (2, 2)),
+    "translation-2x2-K1": ("translation", (2, 2), 1, 1, (1, 2)),
+    "shift_x-1x7-K2": ("shift_x", (1, 7), 2, 1, (2, 3)),
+    "shift_y-7x1-K1": ("shift_y", (7, 1), 1, 1, (3, 1)),
+    "shift_y-8x3-K0": ("shift_y", (8, 3), 0, 1, (2, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(FOURIER_CASES), ids=list(FOURIER_CASES))
+def test_fourier_path_and_gradients_equal_dense_weight(case):
+    # The Fourier path (DFTs as products with a cosine/sine butterfly along the rows) against
+    # the dense weight sum_i theta_i prod_k exp(i_k D t_k G_k) at random magnitudes, values and
+    # gradients (through dense matrix exponentials) in float64.
+    kind, (h, w), powers, dilation, (c, o) = FOURIER_CASES[case]
+    torch.manual_seed(12)
+    gens = image_generators(h, w, kind)
+    magnitudes = (0.5 + torch.rand(len(gens), dtype=F64)).tolist()
+    layer = PowerLayer(gens, powers, c, o, dilation, magnitudes=magnitudes).double()
+    assert layer.path == "fourier"
+    x = torch.randn(3, c, h, w, dtype=F64, requires_grad=True)
+    probe = torch.randn(3, o, h, w, dtype=F64)
+
+    bias = layer.bias
+    assert bias is not None
+
+    def dense(x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("ocde,bce->bod", layer.dense_weight(), x.reshape(3, c, h * w))
+        return y.reshape(3, o, h, w) + bias[:, None, None]
+
+    inputs = [x, *layer.parameters()]
+    got = torch.autograd.grad((layer(x) * probe).sum(), inputs)
+    expected = torch.autograd.grad((dense(x) * probe).sum(), inputs)
+    assert _rel(layer(x), dense(x)) < 1e-10
+    for g, e in zip(got, expected, strict=True):
+        assert _rel(g, e) < 1e-9
+    with torch.no_grad():  # cached powers and Fourier weight
+        assert _rel(layer(x), dense(x)) < 1e-10
+
+
+def test_fourier_path_second_derivatives_in_inputs_and_parameters():
+    torch.manual_seed(13)
+    layer = PowerLayer(image_generators(4, 5, "translation"), 1, 2, 2, magnitudes=[0.7, 1.2])
+    layer = layer.double()
+    names = [name for name, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    x = torch.randn(2, 2, 4, 5, dtype=F64, requires_grad=True)
+
+    def output(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x,))
+
+    assert torch.autograd.gradgradcheck(output, (x, *params), fast_mode=True)
+    # As a first layer (no gradient for the input).
+    inputs = x.detach()
+    assert torch.autograd.gradgradcheck(lambda *v: output(inputs, *v), params, fast_mode=True)
+
+
+# Forward-mode AD loads torch's jvp decompositions, which call torch.jit.script (deprecated).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_fourier_path_under_torch_func_and_batched_gradients():
+    # The custom autograd Functions of the Fourier path have vmap and jvp rules: torch.func
+    # transforms and batched gradients agree with loops over plain autograd.
+    torch.manual_seed(14)
+    layer = PowerLayer(image_generators(5, 4, "translation"), 1, 2, 3, magnitudes=[0.8, 1.3])
+    layer = layer.double()
+    params = {name: p.detach() for name, p in layer.named_parameters()}
+    x = torch.randn(2, 2, 5, 4, dtype=F64)
+    y = layer(x)
+    flat = y.reshape(-1)
+    jac = torch.func.jacrev(lambda p: torch.func.functional_call(layer, p, (x,)))(params)
+    for name, p in layer.named_parameters():
+        rows = [torch.autograd.grad(flat[i], p, retain_graph=True)[0] for i in range(len(flat))]
+        assert _rel(jac[name], torch.stack(rows).reshape(*y.shape, *p.shape)) < 1e-12
+    cotangents = torch.randn(3, *y.shape, dtype=F64)
+    batched = torch.autograd.grad(
+        y, list(layer.parameters()), cotangents, retain_graph=True, is_grads_batched=True
+    )
+    for i in range(3):
+        single = torch.autograd.grad(y, list(layer.parameters()), cotangents[i], retain_graph=True)
+        for g, s in zip(batched, single, strict=True):
+            assert _rel(g[i], s) < 1e-12
+    xs = torch.randn(3, 2, 2, 5, 4, dtype=F64)
+    assert _rel(torch.func.vmap(layer)(xs), torch.stack([layer(v) for v in xs])) < 1e-12
+    # An ensemble over the weight only, after the caches were filled: they skip wrapped tensors.
+    weights = torch.stack([params["weight"], 2 * params["weight"]])
+    with torch.no_grad():
+        layer(x)
+        ensemble = torch.func.vmap(
+            lambda v: torch.func.functional_call(layer, {**params, "weight": v}, (x,))
+        )(weights)
+        bias = params["bias"][:, None, None]
+        assert _rel(ensemble, torch.stack([y, 2 * y - bias])) < 1e-12
+    tangent = torch.randn_like(x)
+    with torch.autograd.forward_ad.dual_level():
+        dual = layer(torch.autograd.forward_ad.make_dual(x, tangent))
+        jvp = torch.autograd.forward_ad.unpack_dual(dual).tangent
+    assert _rel(jvp, layer(tangent) - layer(torch.zeros_like(x))) < 1e-12
+
+
+def test_fourier_weight_cache_follows_the_weight_value():
+    torch.manual_seed(15)
+    layer = PowerLayer(image_generators(5, 5, "translation"), 1, 2, 2).double().eval()
+    x = torch.randn(2, 2, 5, 5, dtype=F64)
+    bias = layer.bias
+    assert bias is not None
+    with torch.no_grad():
+        before = layer(x)
+        assert _rel(layer(x), before) == 0.0
+        layer.weight.data.mul_(2.0)  # no version bump: the cache is keyed on the value
+        assert _rel(layer(x), 2 * before - bias[:, None, None]) < 1e-13
+    assert _rel(layer(x), _naive_layer(layer, x)) < 1e-10
+
+
+def test_fourier_path_with_an_empty_batch():
+    layer = PowerLayer(image_generators(5, 6, "translation"), 1, 2, 3).double()
+    x = torch.zeros(0, 2, 5, 6, dtype=F64, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (0, 3, 5, 6)
+    y.sum().backward()
+    assert layer.weight.grad is not None
+    assert float(layer.weight.grad.abs().max()) == 0.0
+
+
 def test_leading_batch_axes_and_vector_inputs():
     torch.manual_seed(2)
     layer = PowerLayer(_random_flat_generators(), 1, 2, 3).double()
