@@ -6,7 +6,7 @@
 * An SVI epoch (mean-field guide over the relaxation parameters) against a MAP epoch (target <= 1.5x).
 * Laplace over the relaxation parameters (KFAC curvature + evidence) against one MAP epoch (target <= 1x).
 
-Per-epoch times are differences between fits of 1 and 4 epochs, so set-up is excluded; the
+Per-epoch times are differences between fits of 1 and 9 epochs, so set-up is excluded; the
 variants are interleaved over rounds and the minimum over rounds is kept (the estimate least
 inflated by other load on the machine).
 Run: ``.venv/bin/python benchmarks/engines.py [--device cuda]``.
@@ -122,7 +122,7 @@ def main() -> None:
         CLOCK = time.process_time
     print(machine())
     d = args.device
-    e1, e2 = 1, 4
+    e1, e2 = 1, 9
     runners = {
         "hand": lambda e: hand_written_epochs(d, e),
         "map": lambda e: engine_epochs(MAP, d, e),
