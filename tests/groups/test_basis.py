@@ -109,6 +109,51 @@ def test_blockwise_basis_spans_the_dense_nullspace(G, rep_in, rep_out):
     assert torch.allclose(block @ block.T, dense @ dense.T, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    ("G", "rep_in", "rep_out"),
+    [
+        (SO3(), (Scalar(SO3()) + V(SO3())) ** 2, V(SO3()) + Scalar(SO3())),
+        (O2(), (2 * V(O2()) + Scalar(O2())).T * V(O2()), (V(O2()) + Scalar(O2())) * V(O2())),
+        (
+            Permutation(3),
+            V(Permutation(3)) + Scalar(Permutation(3)),
+            (2 * Scalar(Permutation(3))) ** 2,
+        ),
+    ],
+    ids=["SO3-square-of-sum", "O2-dual-sum-times-V", "S3-square-of-scalars"],
+)
+def test_tensor_products_of_sums_distribute_and_span_the_dense_nullspace(G, rep_in, rep_out):
+    """A tensor product of direct sums is solved pair of pieces by pair of pieces, in Kronecker
+    coordinates: the same space as one dense solve of the whole constraint system."""
+    assert len(_basis._pieces(rep_in)) > 1 or len(_basis._pieces(rep_out)) > 1
+    _basis._block_basis_cached.cache_clear()
+    _basis._blocks_cached.cache_clear()
+    block = equivariant_basis(rep_in, rep_out)
+    dense = _basis._nullspace_dense(_basis._generators(rep_in, rep_out), rep_out.size, rep_in.size)
+    assert block.shape == dense.shape
+    assert torch.allclose(block @ block.T, dense @ dense.T, atol=1e-10)
+    assert torch.allclose(
+        block.T @ block, torch.eye(block.shape[1], dtype=torch.float64), atol=1e-12
+    )
+
+
+def test_quadratic_features_of_a_wide_sum_distribute():
+    """(4S + 8V) + (4S + 8V)^2 -> 4V + 4S for SO(3) (the quadratic features of 4 bodies): one
+    144 x 144 tensor-product block without distributing (a Krylov solve), 144 small pieces with."""
+    G = SO3()
+    first = 4 * Scalar(G) + 8 * V(G)
+    rep_in, rep_out = first + first * first, 4 * V(G) + 4 * Scalar(G)
+    q = equivariant_basis(rep_in, rep_out)
+    # per output copy: S->S 4 + V->V 8 (linear); S(x)S 16 + V(x)V 64 to S; S(x)V 32 + V(x)S 32
+    # + V(x)V 64 (cross product) to V
+    assert q.shape == (rep_out.size * rep_in.size, 4 * (4 + 16 + 64) + 4 * (8 + 32 + 32 + 64))
+    w = q.T.reshape(-1, rep_out.size, rep_in.size)
+    for g in G.sample(3, torch.Generator().manual_seed(0)).double():
+        lhs, rhs = rep_out.rho(g) @ w, w @ rep_in.rho(g)
+        assert float((lhs - rhs).abs().max()) <= 1e-10
+    assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-12)
+
+
 def test_krylov_solver_agrees_with_dense_svd():
     G = SO3()
     r = V(G) ** 3
