@@ -259,24 +259,10 @@ class _Problem:
         """
         values, _ = self.values([], self.flat([]))
         if self.fast:
-            lik = self.model.likelihood_list[0]
-            if isinstance(lik, Categorical):
-                return lambda out: LossCurvature.from_distribution(
-                    torch.distributions.Categorical(logits=out.detach(), validate_args=False)
-                )
-            hyper = lik.hyper
-            assert isinstance(lik, Gaussian) and hyper is not None
-
-            def gaussian(out: Tensor) -> LossCurvature:
-                sigma = (
-                    values["noise_scale"]
-                    if hyper.is_random
-                    else hyper.resolve("noise_scale", None, dtype=out.dtype, device=out.device)
-                )
-                normal = torch.distributions.Normal(out.detach(), sigma, validate_args=False)
-                return LossCurvature.from_distribution(normal)
-
-            return gaussian
+            model = self.model
+            return lambda out: LossCurvature.from_distribution(
+                model.likelihood_distribution(out.detach(), values)
+            )
         tr = self.trace(values, xb, yb)
         curvature = LossCurvature.from_distribution(tr.nodes["obs"]["fn"])
         return lambda out: curvature

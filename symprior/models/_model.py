@@ -232,15 +232,12 @@ class SymmetryModel(PyroModule):
             raise ValueError("log_joint covers one Gaussian (fixed or random noise) or Categorical")
 
     def network_values(self, latent: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        r"""Every network parameter: relaxation parameters (and random weights) from ``latent``,
-        point weights the network's own."""
-        values = {name: latent[name] for name in self.relaxation_sites}
-        if self.weight_priors is None:
-            params = dict(self.network.named_parameters())
-            values.update({name: params[name] for name in self.point_names})
-        else:
-            values.update({name: latent[name] for name in self.point_names})
-        return values
+        r"""The network parameters that ``latent`` holds: relaxation parameters, and the weights
+        too when they are random (point weights stay the network's own, see :meth:`run`)."""
+        names = list(self.relaxation_sites)
+        if self.weight_priors is not None:
+            names += self.point_names
+        return {name: latent[name] for name in names}
 
     def log_prior(self, latent: Mapping[str, Tensor]) -> Tensor:
         r"""The log prior density of the latent values: relaxation parameters, their random
@@ -282,6 +279,24 @@ class SymmetryModel(PyroModule):
             return like.new_zeros(())
         return torch.stack([t.reshape(()) for t in terms]).sum()
 
+    def likelihood_distribution(
+        self, output: Tensor, latent: Mapping[str, Tensor] | None = None
+    ) -> torch.distributions.Distribution:
+        r"""The observation distribution given the network ``output``: ``Normal(output, sigma)``
+        (a random noise scale read from ``latent``) or ``Categorical(logits=output)``."""
+        self._check_fast()
+        lik = self.likelihood_list[0]
+        if not isinstance(lik, Gaussian):
+            return torch.distributions.Categorical(logits=output, validate_args=False)
+        assert lik.hyper is not None
+        if lik.hyper.is_random:
+            if latent is None or "noise_scale" not in latent:
+                raise ValueError("the noise scale is random: pass its value in latent")
+            sigma = latent["noise_scale"]
+        else:
+            sigma = lik.hyper.resolve("noise_scale", None, dtype=output.dtype, device=output.device)
+        return torch.distributions.Normal(output, sigma, validate_args=False)
+
     def log_likelihood(
         self, output: Tensor, y: Tensor, latent: Mapping[str, Tensor] | None = None
     ) -> Tensor:
@@ -289,22 +304,11 @@ class SymmetryModel(PyroModule):
         noise scale is read from ``latent``."""
         self._check_fast()
         lik = self.likelihood_list[0]
-        if isinstance(lik, Gaussian):
-            assert lik.hyper is not None
-            fixed = lik.hyper.value
-            if isinstance(fixed, int | float) and not isinstance(fixed, bool):
-                # A fixed numeric noise: the isotropic Gaussian density of the residuals.
-                return isotropic_log_prob(y - output, 0.0, float(fixed))
-            if lik.hyper.is_random:
-                if latent is None or "noise_scale" not in latent:
-                    raise ValueError("the noise scale is random: pass its value in latent")
-                sigma = latent["noise_scale"]
-            else:
-                sigma = lik.hyper.resolve(
-                    "noise_scale", None, dtype=output.dtype, device=output.device
-                )
-            return torch.distributions.Normal(output, sigma, validate_args=False).log_prob(y).sum()
-        return torch.distributions.Categorical(logits=output, validate_args=False).log_prob(y).sum()
+        fixed = lik.hyper.value if isinstance(lik, Gaussian) and lik.hyper is not None else None
+        if isinstance(fixed, int | float) and not isinstance(fixed, bool):
+            # A fixed numeric noise: the isotropic Gaussian density of the residuals.
+            return isotropic_log_prob(y - output, 0.0, float(fixed))
+        return self.likelihood_distribution(output, latent).log_prob(y).sum()
 
     def run(self, values: Mapping[str, Tensor], x: Tensor) -> Tensor:
         r"""The network's output on ``x`` with parameters replaced by ``values``.

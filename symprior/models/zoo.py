@@ -151,12 +151,22 @@ def rpp_mlp(
     hidden_rep: int | Rep = parse_rep(hidden, G) if isinstance(hidden, str) else hidden
     first = parse_rep(rep_in, G)
     mlp = RPPMLP(
-        first + first * first if quadratic else first,
+        _features(first, quadratic),
         parse_rep(rep_out, G),
         hidden_rep,
         depth,
         residual_scale=residual_scale,
     )
+    return _with_square(mlp, quadratic)
+
+
+def _features(rep: Rep, quadratic: bool) -> Rep:
+    """The representation a zoo MLP's first layer sees: ``rep``, or ``rep + rep * rep``."""
+    return rep + rep * rep if quadratic else rep
+
+
+def _with_square(mlp: nn.Module, quadratic: bool) -> nn.Module:
+    """``mlp``, preceded by :class:`TensorSquare` when ``quadratic``."""
     if not quadratic:
         return mlp
     return nn.Sequential(OrderedDict(square=TensorSquare(), mlp=mlp))
@@ -197,16 +207,13 @@ def equivariant_mlp(
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be an int >= 0, got {depth!r}")
     layers: list[nn.Module] = []
-    rep = first + first * first if quadratic else first
+    rep = _features(first, quadratic)
     for _ in range(depth):
         gate = GatedNonlinearity(hidden_rep)
         layers += [EquivariantLinear(rep, gate.rep_in), gate]
         rep = hidden_rep
     layers.append(EquivariantLinear(rep, parse_rep(rep_out, G)))
-    mlp = nn.Sequential(*layers)
-    if not quadratic:
-        return mlp
-    return nn.Sequential(OrderedDict(square=TensorSquare(), mlp=mlp))
+    return _with_square(nn.Sequential(*layers), quadratic)
 
 
 class _Pool(nn.Module):
