@@ -402,12 +402,20 @@ class KronFactors:
     :math:`= \sum_n \sum_c (\sum_t g_{nct})(\sum_t g_{nct})^\top` (the exact bias GGN),
     ``count`` = N. The weight GGN is approximated by :math:`N \bar G \otimes \bar A =
     g_{sum} \otimes a_{sum} / N` in row-major order of the ``(p, q)`` weight.
+    ``positions`` is T, the rows per example; with one (a linear layer called once) the bias GGN
+    *is* ``g_sum``, accumulated once and shared.
     """
 
     a_sum: Tensor
     g_sum: Tensor
     bias_sum: Tensor | None
     count: int
+    positions: int = 1
+
+    @property
+    def bias_is_g(self) -> bool:
+        r"""Whether ``bias_sum`` equals ``g_sum`` exactly (one position per example)."""
+        return self.bias_sum is not None and self.positions == 1
 
 
 def kron_factors(
@@ -453,13 +461,16 @@ def kron_factors(
     ]
     result: dict[str, KronFactors] = {}
     for layer in used:
-        rows = torch.cat([_rows(layer, x, batch) for x in inputs[id(layer)]], 1)
+        pieces = [_rows(layer, x, batch) for x in inputs[id(layer)]]
+        rows = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
         flat = rows.reshape(-1, rows.shape[-1])
         a_sum = (flat.T @ flat) / rows.shape[1]
         first = outputs[id(layer)][0]
         p = first.shape[1] if layer.kind == "conv" else first.shape[-1]
         bias = a_sum.new_zeros(p, p) if layer.bias is not None else None
-        result[layer.weight] = KronFactors(a_sum, a_sum.new_zeros(p, p), bias, batch)
+        result[layer.weight] = KronFactors(
+            a_sum, a_sum.new_zeros(p, p), bias, batch, positions=rows.shape[1]
+        )
     targets = [o for layer in used for o in outputs[id(layer)]]
     if not targets:
         return result
@@ -476,15 +487,18 @@ def kron_factors(
                 if g is None:
                     g = o.new_zeros((rows // batch, *o.shape))
                 parts.append(_grads(layer, g.reshape(rows, *o.shape[1:]), rows))
-            g_rows = torch.cat(parts, 1)
+            g_rows = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
             if weight is not None:
                 g_rows = g_rows * weight.to(g_rows)[:, None, None]
             factors = result[layer.weight]
             flat = g_rows.reshape(-1, g_rows.shape[-1])
-            factors.g_sum = factors.g_sum + flat.T @ flat
+            outer = flat.T @ flat
+            factors.g_sum = factors.g_sum + outer
             if factors.bias_sum is not None:
-                gb = g_rows.sum(1)
-                factors.bias_sum = factors.bias_sum + gb.T @ gb
+                if not factors.bias_is_g:
+                    gb = g_rows.sum(1)
+                    outer = gb.T @ gb
+                factors.bias_sum = factors.bias_sum + outer
 
     # Several columns per backward pass (vmap over the cotangents); networks whose autograd
     # Functions have no batching rule fall back to one pass per column.
@@ -594,13 +608,19 @@ class DensePrecision(CurvaturePart):
         floor: float = EIGENVALUE_FLOOR,
         method: str = "hessian",
         absolute_floor: Tensor | None = None,
+        decomposition: tuple[Tensor, Tensor | None] | None = None,
     ) -> None:
         self.names = list(names)
         self.matrix = 0.5 * (matrix + matrix.T).double()
         self.dim = int(matrix.shape[0])
         self.method = method
         self._vectors: Tensor | None = None
-        if self.matrix.requires_grad:
+        if decomposition is not None:
+            # Known already (a KFAC bias block shares the eigenbasis of its layer's G factor).
+            self.eigenvalues = decomposition[0].double()
+            if decomposition[1] is not None and not self.matrix.requires_grad:
+                self._vectors = decomposition[1].double()
+        elif self.matrix.requires_grad:
             # Differentiable evidence: eigenvalues alone (their gradient needs no eigenvectors).
             self.eigenvalues = torch.linalg.eigvalsh(self.matrix)
         else:
@@ -696,11 +716,15 @@ class KroneckerPrecision(CurvaturePart):
             # Differentiable evidence: eigenvalues alone (their gradient needs no eigenvectors).
             eig_g = torch.linalg.eigvalsh(self.g)
             eig_a = torch.linalg.eigvalsh(self.a)
+            rows = None
         else:
             # One decomposition serves the evidence and the posterior block.
             eig_g, rows = torch.linalg.eigh(self.g)
             eig_a, cols = torch.linalg.eigh(self.a)
             self._bases = (rows, cols)
+        #: The eigendecomposition of ``G_sum`` (vectors ``None`` on the differentiable path),
+        #: before round-off clipping: shared with the layer's bias block when that is ``G_sum``.
+        self.g_decomposition: tuple[Tensor, Tensor | None] = (eig_g, rows)
         self._eig = (eig_g.clamp_min(0.0), eig_a.clamp_min(0.0))
         self.eigenvalues = torch.outer(*self._eig) / self.count + self.delta
         self.floor = _floor(self.eigenvalues, floor)

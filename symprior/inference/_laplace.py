@@ -455,22 +455,39 @@ class _KronStructure(_Structure):
                 acc.count += f.count
         prior = problem.split(names, problem.prior_diagonal(names, create_graph=create_graph))
         bias_of = {layer.bias: layer.weight for layer in layers if layer.bias is not None}
+
+        def isotropic(delta: Tensor) -> bool:
+            return bool(torch.allclose(delta, delta.mean().expand_as(delta)))
+
+        kron: dict[str, KroneckerPrecision] = {}
+        for name in names:
+            delta = prior[name].reshape(-1)
+            if name in factors and isotropic(delta):
+                kron[name] = KroneckerPrecision(
+                    name, factors[name], delta.mean(), floor=problem.floor
+                )
         parts: list[CurvaturePart] = []
         fallback: list[str] = []
         for name in names:
             delta = prior[name].reshape(-1)
-            if name in factors and bool(torch.allclose(delta, delta.mean().expand_as(delta))):
-                parts.append(
-                    KroneckerPrecision(name, factors[name], delta.mean(), floor=problem.floor)
-                )
+            if name in kron:
+                parts.append(kron[name])
             elif name in bias_of and bias_of[name] in factors:
-                bias_sum = factors[bias_of[name]].bias_sum
+                weight = bias_of[name]
+                bias_sum = factors[weight].bias_sum
+                assert bias_sum is not None
+                decomposition = None
+                if factors[weight].bias_is_g and weight in kron and isotropic(delta):
+                    # G_sum + delta I has the eigenvectors of G_sum, already decomposed.
+                    values, vectors = kron[weight].g_decomposition
+                    decomposition = (values + delta.mean().to(values), vectors)
                 parts.append(
                     DensePrecision(
                         [name],
                         bias_sum + torch.diag(delta.to(bias_sum)),
                         floor=problem.floor,
                         method="kron-bias",
+                        decomposition=decomposition,
                     )
                 )
             else:
