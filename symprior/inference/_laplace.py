@@ -479,8 +479,8 @@ class _KronStructure(_Structure):
                 decomposition = None
                 if factors[weight].bias_is_g and weight in kron and isotropic(delta):
                     # G_sum + delta I has the eigenvectors of G_sum, already decomposed.
-                    values, vectors = kron[weight].g_decomposition
-                    decomposition = (values + delta.mean().to(values), vectors)
+                    eig_g, vectors = kron[weight].g_decomposition
+                    decomposition = (eig_g + delta.mean().to(eig_g), vectors)
                 parts.append(
                     DensePrecision(
                         [name],
