@@ -33,7 +33,6 @@ __all__ = ["DivergenceError", "Engine", "TrainOptions", "latent_sites"]
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-
 def _fusable(tensors: list[Tensor]) -> bool:
     r"""Whether torch's fused Adam kernel applies: floating tensors on one CPU or CUDA device.
 
@@ -47,6 +46,7 @@ def _fusable(tensors: list[Tensor]) -> bool:
         and next(iter(devices)).type in ("cpu", "cuda")
         and all(t.is_floating_point() for t in tensors)
     )
+
 
 class DivergenceError(RuntimeError):
     r"""A step produced a non-finite loss or gradient.

@@ -1478,23 +1478,37 @@ class PowerLayer(RelaxedModule):
         return out
 
     def _forward_separable(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        r""":math:`y_o = \sum_{c,r,s} \theta_{o,c,r,s} R_r x_c C_s^\top` in three batched products.
+
+        1. ``z`` ``(b, S, c h, w)``: every column operator applied along the image rows, one
+           product per (image, column combination);
+        2. ``u`` ``(b, (o, r), (h, w))``: the channel mixing of each image, ``theta`` as one
+           ``(o R, S c)`` matrix against ``z`` read in place;
+        3. ``y`` ``(b o, h, w)``: the row operators side by side, ``(h, R h)``, against the
+           ``R`` planes of each output channel, read in place.
+
+        Every operand is read where it lies (no transposing copies, which on CPU cost more than
+        the products at these sizes), and the backward consists of the same kind of products.
+        """
         b, c, h, w = x.shape
         o = self.out_channels
         num_rows, num_cols = grid.shape[2], grid.shape[3]
-        mix = grid.permute(1, 3, 2, 0).reshape(c * num_cols, num_rows * o)
-        # Each step is one plain matrix product over trailing axes (single GEMMs forward and
-        # backward); the layouts in between are fixed by one copy each.
         if cols.numel():
-            z = x.transpose(1, 2).reshape(b * h * c, w) @ cols.permute(2, 0, 1).reshape(w, -1)
-            z = z.reshape(b, h, c * num_cols, w).transpose(2, 3)  # (b, h, w, (c s))
+            z = torch.bmm(
+                x.reshape(b, 1, c * h, w).expand(b, num_cols, c * h, w).reshape(-1, c * h, w),
+                cols.transpose(1, 2).repeat(b, 1, 1),
+            )
         else:
-            z = x.permute(0, 2, 3, 1)
-        y = z.reshape(b * h * w, c * num_cols) @ mix  # (b, h, w, (r o))
+            z = x
+        theta = grid.permute(0, 2, 3, 1).reshape(o * num_rows, num_cols * c)
+        u = torch.bmm(theta.expand(b, *theta.shape), z.reshape(b, num_cols * c, h * w))
         if rows.numel():
-            y = y.reshape(b, h, w, num_rows, o).permute(0, 2, 4, 1, 3)  # (b, w, o, (h' r))
-            y = y.reshape(b * w * o, h * num_rows) @ rows.permute(2, 0, 1).reshape(-1, h)
-            return y.reshape(b, w, o, h).permute(0, 2, 3, 1).contiguous()
-        return y.reshape(b, h, w, o).permute(0, 3, 1, 2).contiguous()
+            side_by_side = rows.permute(1, 0, 2).reshape(h, num_rows * h)
+            u = torch.bmm(
+                side_by_side.expand(b * o, *side_by_side.shape),
+                u.view(b * o, num_rows * h, w),
+            )
+        return u.view(b, o, h, w)
 
     def _forward_dense(self, x: Tensor, theta: Tensor, products: Tensor) -> Tensor:
         if self.out_channels <= self.in_channels:
