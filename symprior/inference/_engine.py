@@ -33,19 +33,25 @@ __all__ = ["DivergenceError", "Engine", "TrainOptions", "latent_sites"]
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def _fusable(tensors: list[Tensor]) -> bool:
-    r"""Whether torch's fused Adam kernel applies: floating tensors on one CPU or CUDA device.
+def _adam(tensors: list[Tensor], lr: float) -> torch.optim.Adam:
+    r"""Adam with torch's fused kernel where it applies, else the default implementation.
 
     The fused kernel performs the same update as the per-tensor loop in one pass over each
     tensor (about 4x faster on CPU for the many small tensors of a network, where the loop's
-    per-operation overhead dominates); elsewhere the default implementation is used.
+    per-operation overhead dominates). It needs floating tensors on one CPU or CUDA device, and
+    a torch that has it for that device (CPU since torch 2.4): elsewhere the default is used.
     """
-    devices = {t.device for t in tensors}
-    return (
+    devices = {t.device.type for t in tensors}
+    if (
         len(devices) == 1
-        and next(iter(devices)).type in ("cpu", "cuda")
+        and devices <= {"cpu", "cuda"}
         and all(t.is_floating_point() for t in tensors)
-    )
+    ):
+        try:
+            return torch.optim.Adam(tensors, lr=lr, fused=True)
+        except (RuntimeError, ValueError):
+            pass  # no fused kernel for this device in this torch version
+    return torch.optim.Adam(tensors, lr=lr)
 
 
 class DivergenceError(RuntimeError):
@@ -239,7 +245,7 @@ class Engine(abc.ABC):
                 line_search_fn="strong_wolfe",
             )
         else:
-            optimizer = torch.optim.Adam(tensors, lr=o.lr, fused=_fusable(tensors) or None)
+            optimizer = _adam(tensors, o.lr)
         scheduler = o.scheduler(optimizer) if o.scheduler is not None else None
         check_every = o.check_every or (1 if device.type == "cpu" else 25)
         if o.optimizer == "lbfgs":

@@ -362,3 +362,36 @@ def test_predictions_use_eval_mode_and_restore_the_training_mode():
     net.train()
     post.predict(x)
     assert net.training
+
+
+def test_fused_adam_steps_equal_the_default_adam_and_fall_back_where_missing(monkeypatch):
+    # The engines use torch's fused Adam kernel: the same update as the default implementation
+    # (float64: equal to round-off), and the default where a torch has no fused kernel.
+    from symprior.inference import _engine
+
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)]
+    fused = [p.clone().requires_grad_(True) for p in params]
+    plain = [p.clone().requires_grad_(True) for p in params]
+    opt_fused = _engine._adam(fused, 0.05)
+    assert opt_fused.defaults["fused"] is True
+    opt_plain = torch.optim.Adam(plain, lr=0.05)
+    for step in range(20):
+        for group, opt in ((fused, opt_fused), (plain, opt_plain)):
+            opt.zero_grad()
+            loss = sum(((p - step / 10) ** 4).sum() for p in group)
+            loss.backward()
+            opt.step()
+    for a, b in zip(fused, plain, strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+    original = torch.optim.Adam
+
+    def no_fused(tensors, lr, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+        return original(tensors, lr=lr, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    fallback = _engine._adam([torch.zeros(2, requires_grad=True)], 0.1)
+    assert not fallback.defaults.get("fused")
