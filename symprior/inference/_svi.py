@@ -19,7 +19,7 @@ from pyro.infer.autoguide import (
 )
 from torch import Tensor
 from torch.distributions import biject_to, transform_to
-from torch.distributions.transforms import Transform
+from torch.distributions.transforms import SoftplusTransform, Transform
 
 from symprior.inference._engine import Engine, TrainOptions, latent_sites
 from symprior.inference._map import as_symmetry_model, initial_value
@@ -39,6 +39,40 @@ __all__ = ["GUIDES", "SVI"]
 
 #: The guide families, by key.
 GUIDES = ("delta", "normal", "lowrank", "fullrank")
+
+
+class _SoftplusNormalDraw(torch.autograd.Function):
+    r"""A mean-field draw ``loc + softplus(raw) * eps`` and :math:`\sum \log \mathrm{softplus}(raw)`.
+
+    The same values and gradients as the separate operations (the gradients of both outputs
+    with respect to the scale are summed before one softplus backward, as autograd does), in
+    fewer passes over the guide's parameters: a step of the mean-field guide touches every
+    relaxation entry several times, and over ~10^5 entries these passes are most of SVI's cost
+    beyond a MAP step.
+    """
+
+    @staticmethod
+    def forward(loc: Tensor, raw: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        scale = torch.nn.functional.softplus(raw)
+        return torch.addcmul(loc, scale, eps), scale.log().sum()
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx,
+        inputs: tuple[Tensor, Tensor, Tensor],
+        output: tuple[Tensor, Tensor],
+    ) -> None:
+        ctx.save_for_backward(inputs[1], inputs[2])
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, grad_log: Tensor
+    ) -> tuple[Tensor, Tensor, None]:
+        raw, eps = ctx.saved_tensors  # type: ignore[attr-defined]
+        scale = torch.nn.functional.softplus(raw)
+        grad_scale = torch.addcdiv(grad * eps, grad_log.expand_as(scale), scale)
+        grad_raw = torch.ops.aten.softplus_backward(grad_scale, raw, 1.0, 20.0)
+        return grad, grad_raw, None
 
 
 class SVI(Engine):
@@ -191,16 +225,22 @@ class SVI(Engine):
         if self.guide_kind == "normal":
             unconstrained = {}
             for s in sites:
-                if normal is not None:
-                    loc, raw, to_scale = normal[s.name]
-                    scale = to_scale(raw)
-                else:
-                    loc, scale = guide._get_loc_and_scale(s.name)
-                eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
-                unconstrained[s.name] = loc + scale * eps
                 # log N(loc + scale eps; loc, scale) as a function of (loc, scale): the same value
                 # and the same gradients as the density at the draw, without a pass through it.
-                log_q = log_q - 0.5 * eps.square().sum() - scale.log().sum()
+                if normal is not None and isinstance(normal[s.name][2], SoftplusTransform):
+                    loc, raw, _ = normal[s.name]
+                    eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
+                    unconstrained[s.name], log_scale = _SoftplusNormalDraw.apply(loc, raw, eps)
+                else:
+                    if normal is not None:
+                        loc, raw, to_scale = normal[s.name]
+                        scale = to_scale(raw)
+                    else:
+                        loc, scale = guide._get_loc_and_scale(s.name)
+                    eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
+                    unconstrained[s.name] = loc + scale * eps
+                    log_scale = scale.log().sum()
+                log_q = log_q - 0.5 * eps.square().sum() - log_scale
                 log_q = log_q - 0.5 * math.log(2 * math.pi) * eps.numel()
         else:
             posterior = guide.get_posterior()

@@ -395,3 +395,27 @@ def test_fused_adam_steps_equal_the_default_adam_and_fall_back_where_missing(mon
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     fallback = _engine._adam([torch.zeros(2, requires_grad=True)], 0.1)
     assert not fallback.defaults.get("fused")
+
+
+def test_softplus_normal_draw_has_the_gradients_of_its_separate_operations():
+    from symprior.inference._svi import _SoftplusNormalDraw
+
+    gen = torch.Generator().manual_seed(3)
+    loc = torch.randn(6, dtype=torch.float64, generator=gen).requires_grad_(True)
+    # raw above softplus's threshold (20) too, where softplus is the identity
+    raw = torch.tensor([-3.0, -0.5, 0.0, 1.5, 19.0, 25.0], dtype=torch.float64).requires_grad_(True)
+    eps = torch.randn(6, dtype=torch.float64, generator=gen)
+    z, log_scale = _SoftplusNormalDraw.apply(loc, raw, eps)
+    scale = torch.nn.functional.softplus(raw)
+    assert torch.allclose(z, loc + scale * eps, rtol=1e-15, atol=1e-15)  # addcmul may fuse
+    assert torch.allclose(log_scale, scale.log().sum(), rtol=1e-15)
+    probe = torch.randn(6, dtype=torch.float64, generator=gen)
+    got = torch.autograd.grad((z * probe).sum() - 0.7 * log_scale, (loc, raw))
+    want = torch.autograd.grad(
+        (((loc + scale * eps) * probe).sum() - 0.7 * scale.log().sum()), (loc, raw)
+    )
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, rtol=1e-14, atol=1e-15)
+    assert torch.autograd.gradcheck(
+        lambda a, b: _SoftplusNormalDraw.apply(a, b, eps), (loc, raw), eps=1e-6, atol=1e-8
+    )
