@@ -33,6 +33,8 @@ A configuration is a TOML (or YAML) file with the tables ``data``, ``model``, ``
     output = "runs/demo"
     num_samples = 200           # posterior draws for summaries
     dtype = "float32"           # or "float64" for data and model
+    test_fraction = 0.2         # the last fifth of the data is held out
+    standardize = "scale"       # inputs / their RMS ("center_scale": (x - mean) / std); "none"
 
 Every problem is reported as one :class:`ConfigError` line naming the key.
 """
@@ -59,7 +61,11 @@ RUN_KEYS = {
     "num_samples": int,
     "test_fraction": float,
     "dtype": str,
+    "standardize": str,
 }
+
+#: ``[run] standardize`` values: how inputs are rescaled by statistics of the training split.
+STANDARDIZE = ("none", "scale", "center_scale")
 
 
 class ConfigError(ValueError):
@@ -194,6 +200,11 @@ def parse_config(raw: Any) -> RunConfig:
             )
     if run.get("dtype", "float32") not in ("float32", "float64"):
         raise ConfigError(f"[run] dtype must be 'float32' or 'float64', got {run['dtype']!r}")
+    if run.get("standardize", "none") not in STANDARDIZE:
+        raise ConfigError(
+            f"[run] standardize must be one of {', '.join(map(repr, STANDARDIZE))}, "
+            f"got {run['standardize']!r}"
+        )
     if "test_fraction" in run and not 0 <= run["test_fraction"] < 1:
         raise ConfigError(f"[run] test_fraction must be in [0, 1), got {run['test_fraction']!r}")
     return RunConfig(data, model, likelihood, {k: dict(v) for k, v in priors.items()}, engine, run)

@@ -30,7 +30,7 @@ import torch
 
 from symprior._config import ConfigError, RunConfig, _hyper, load_config, make_prior
 
-__all__ = ["build", "execute", "hdi", "load_run"]
+__all__ = ["build", "execute", "hdi", "input_statistics", "load_run"]
 
 CONFIG_NAMES = ("config.toml", "config.yaml", "config.yml")
 
@@ -79,6 +79,11 @@ def build(config: RunConfig) -> tuple[Any, Any, Any]:
         n_test = max(1, round(fraction * x.shape[0]))
         held_out = (x[-n_test:], y[-n_test:])
         x, y = x[:-n_test], y[:-n_test]
+    x_shift, x_scale = input_statistics(x, str(run.get("standardize", "none")))
+    if (x_shift, x_scale) != (0.0, 1.0):
+        x = (x - x_shift) / x_scale
+        if held_out is not None:
+            held_out = ((held_out[0] - x_shift) / x_scale, held_out[1])
     model_options = {k: v for k, v in config.model.items() if k != "name"}
     try:
         net = ZOO[config.model["name"]](**model_options)
@@ -99,6 +104,42 @@ def build(config: RunConfig) -> tuple[Any, Any, Any]:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[priors]: {err}") from None
     return model, (x, y), held_out
+
+
+def input_statistics(x: torch.Tensor, how: str) -> tuple[float, float]:
+    r"""``(shift, scale)`` of ``[run] standardize`` from the training inputs ``x``.
+
+    * ``"none"``: ``(0, 1)``;
+    * ``"scale"``: ``(0, rms)``, one positive factor for every input entry. A scalar multiple
+      commutes with every linear group action, so it keeps an equivariant model equivariant
+      whatever the input representation (vectors, tensors, images);
+    * ``"center_scale"``: ``(mean, std)`` over all entries. Subtracting a constant commutes with
+      the action only where constants are invariant (scalar inputs, images under rotations and
+      circular shifts), not for vector inputs: use ``"scale"`` there.
+
+    Statistics come from the training split only and apply unchanged to the held-out split; the
+    split and the data are rebuilt from the configuration, so a finished run reloads with the
+    same statistics. Integer inputs (class indices) are left alone.
+    """
+    if how == "none" or not x.is_floating_point() or x.numel() == 0:
+        return 0.0, 1.0
+    values = x.detach().double()
+    if how == "scale":
+        scale = float(values.square().mean().sqrt())
+        shift = 0.0
+    elif how == "center_scale":
+        shift = float(values.mean())
+        scale = float(values.std()) if values.numel() > 1 else 0.0
+    else:
+        raise ConfigError(
+            f"[run] standardize must be 'none', 'scale' or 'center_scale', got {how!r}"
+        )
+    if not math.isfinite(scale) or scale <= 0.0:
+        raise ConfigError(
+            f"[run] standardize = {how!r}: the training inputs have no spread to scale by "
+            f"(scale {scale!r})"
+        )
+    return shift, scale
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Any, Any, Any, Any]:

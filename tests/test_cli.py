@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -205,3 +206,68 @@ def test_yaml_configs_read_like_toml(tmp_path):
 
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("how", ["none", "scale", "center_scale"])
+def test_standardize_rescales_inputs_by_training_statistics(tmp_path, how):
+    from symprior._config import load_config
+    from symprior._run import build
+
+    path = _config(tmp_path, epochs=1)
+    _, (raw_x, _), (raw_test, _) = build(load_config(path))
+    path.write_text(path.read_text() + f'standardize = "{how}"\n')
+    _, (x, _), (test_x, _) = build(load_config(path))
+    train = raw_x.double()
+    if how == "none":
+        shift, scale = 0.0, 1.0
+    elif how == "scale":  # the root mean square of the training inputs
+        shift, scale = 0.0, math.sqrt(sum(v * v for v in train.flatten().tolist()) / train.numel())
+    else:  # mean and (unbiased) standard deviation of every training entry
+        values = train.flatten().tolist()
+        shift = sum(values) / len(values)
+        scale = math.sqrt(sum((v - shift) ** 2 for v in values) / (len(values) - 1))
+    assert torch.allclose(x.double(), (train - shift) / scale, rtol=1e-6, atol=1e-6)
+    # the held-out split uses the training statistics, not its own
+    assert torch.allclose(
+        test_x.double(), (raw_test.double() - shift) / scale, rtol=1e-6, atol=1e-6
+    )
+    if how != "none":
+        assert x.double().square().mean().sqrt().item() == pytest.approx(
+            1.0 if how == "scale" else math.sqrt(1 - 1 / x.numel()), rel=1e-5
+        )
+
+
+def test_scale_standardization_keeps_a_strict_model_equivariant(tmp_path):
+    # One positive factor commutes with the group action: a strictly equivariant model on
+    # rescaled inputs is still equivariant as a function of the raw inputs.
+    from symprior._config import load_config
+    from symprior._run import build, input_statistics
+    from symprior.groups import SO2, Scalar, V
+    from symprior.nn import set_strict
+    from symprior.testing import assert_equivariant
+
+    _, scale = input_statistics(torch.tensor([[3.0, 4.0], [0.0, 0.0]]), "scale")
+    assert scale == pytest.approx(math.sqrt(25 / 4))
+    model, (x, _), _ = build(load_config(_config(tmp_path, epochs=1)))
+    net = model.network.double()
+    set_strict(net)
+    _, factor = input_statistics(x, "scale")
+    G = SO2()  # the TINY config: rpp_mlp, SO2, V -> Scalar
+    error = assert_equivariant(
+        lambda v: net(v / factor),
+        G,
+        x.double()[:8],
+        rep_in=V(G),
+        rep_out=Scalar(G),
+        dtypes=None,
+        atol=1e-10,
+    )
+    assert error < 1e-10
+
+
+def test_bad_standardize_value_is_one_clear_line(tmp_path, capsys):
+    path = _config(tmp_path, epochs=1)
+    path.write_text(path.read_text() + 'standardize = "zscore"\n')
+    assert main(["fit", str(path), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[run] standardize must be one of" in err[0]
