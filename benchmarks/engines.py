@@ -17,6 +17,7 @@ Run: ``.venv/bin/python benchmarks/engines.py [--device cuda]``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -163,6 +164,30 @@ def main() -> None:
     print(
         f"Laplace (relaxation, kron): {lap * 1e3:8.1f} ms   ratio to a MAP epoch {lap / map_:5.2f}  (target <= 1)"
     )
+
+    # The same ratios within each round (both sides measured minutes apart at most): their
+    # median and range show how much the machine's drift moves the estimates above.
+    def per_round(name: str, r: int) -> float:
+        return (times[name, e2][r] - times[name, e1][r]) / (e2 - e1)
+
+    paired = {
+        "MAP / hand-written": [
+            per_round("map", r) / per_round("hand", r) for r in range(args.rounds)
+        ],
+        "MAP / fused-Adam loop": [
+            per_round("map", r) / per_round("hand-fused", r) for r in range(args.rounds)
+        ],
+        "SVI / MAP": [per_round("svi", r) / per_round("map", r) for r in range(args.rounds)],
+        "Laplace / MAP epoch": [
+            (times["laplace", e1][r] - times["map", e1][r]) / per_round("map", r)
+            for r in range(args.rounds)
+        ],
+    }
+    print("per-round ratios, median [range]:")
+    for label, values in paired.items():
+        print(
+            f"  {label:24s}: {statistics.median(values):5.2f} [{min(values):.2f} - {max(values):.2f}]"
+        )
 
 
 if __name__ == "__main__":
