@@ -114,6 +114,9 @@ class _Problem:
         self.network_names = [n for n in latents.names if n in params]
         self.device = batches.device
         self.fast = model.fast_log_joint_supported()
+        #: A Hessian evaluation kept for the next :meth:`hessian` call at the same point (one
+        #: use; see :meth:`hold_hessian`).
+        self._held: tuple[tuple[str, ...], Tensor, tuple[Tensor, Tensor, Tensor]] | None = None
 
     # ------------------------------------------------------------------ coordinates
     def flat(self, names: Sequence[str]) -> Tensor:
@@ -205,9 +208,26 @@ class _Problem:
             total = total + self.batch_term(values, xb, yb, prior=i == 0)
         return total
 
+    def hold_hessian(
+        self, names: Sequence[str], u: Tensor, result: tuple[Tensor, Tensor, Tensor]
+    ) -> None:
+        r"""Keep ``result`` (of :meth:`hessian` at ``u``) for the next call, if it asks for the
+        same point without a graph: the last Newton step's Hessian, when the polish stops
+        without moving, is then the evidence's, not recomputed (one full pass over the data
+        with a backward pass per row)."""
+        self._held = (tuple(names), u.detach().clone(), result)
+
     def hessian(self, names: Sequence[str], *, create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
         r"""Value, gradient and exact Hessian of the negative log joint in ``names``."""
         u = self.flat(names)
+        held, self._held = self._held, None
+        if (
+            held is not None
+            and not create_graph
+            and held[0] == tuple(names)
+            and torch.equal(held[1], u.detach())
+        ):
+            return held[2]
         value: Tensor | None = None
         grad: Tensor | None = None
         hess: Tensor | None = None
@@ -924,6 +944,9 @@ class Laplace(Engine):
         for _ in range(self.newton_steps):
             u = problem.flat(names)
             value, grad, hess = problem.hessian(names, create_graph=False)
+            # Whenever the polish stops here, the point is where this Hessian was taken: the
+            # evidence that follows reuses it.
+            problem.hold_hessian(names, u, (value, grad, hess))
             part = DensePrecision(names, hess.detach(), floor=self.eigenvalue_floor)
             if part.num_repaired:
                 # Not in a convex basin: a Newton step would follow the floor's huge variances.

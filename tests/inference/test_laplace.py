@@ -719,3 +719,33 @@ def test_curvature_evidence_and_predictions_use_the_eval_mode_function():
     ]
     assert torch.allclose(errors[0], errors[1], rtol=1e-12, atol=1e-15)
     assert model.network.training and model.network[1].training
+
+
+def test_evidence_reuses_the_hessian_of_a_newton_polish_that_stops_in_place(monkeypatch):
+    # At the exact mode the first Newton step finds nothing to do: its Hessian is taken at the
+    # final point, and the evidence must use it instead of a second pass over the data. The
+    # result is the closed form either way.
+    import symprior.inference._laplace as laplace_module
+
+    model, x, y = make()
+    _, mean, cov, evidence, *_ = closed_form(model, x, y)
+    calls = {"n": 0}
+    original = laplace_module.hessian
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(laplace_module, "hessian", counting)
+    post = Laplace("all", "full", newton_steps=3, **_exact_map()).fit(model, (x, y))
+    assert calls["n"] == 1  # one batch, one Hessian: the polish's, reused by the evidence
+    assert post.info["log_evidence"] == pytest.approx(evidence, rel=1e-9)
+    assert torch.allclose(post.covariance(), cov, rtol=1e-8, atol=1e-12)
+    assert torch.allclose(post.loc(), mean, rtol=1e-6, atol=1e-9)
+
+    # Without the kept Hessian the evidence takes its own pass (what the count above saves).
+    held = []
+    monkeypatch.setattr(laplace_module._Problem, "hold_hessian", lambda self, *a: held.append(a))
+    calls["n"] = 0
+    Laplace("all", "full", newton_steps=3, **_exact_map()).fit(model, (x, y))
+    assert calls["n"] == 2 and len(held) == 1
