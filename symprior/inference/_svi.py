@@ -42,7 +42,8 @@ GUIDES = ("delta", "normal", "lowrank", "fullrank")
 
 
 class _SoftplusNormalDraw(torch.autograd.Function):
-    r"""A mean-field draw ``loc + softplus(raw) * eps`` and :math:`\sum \log \mathrm{softplus}(raw)`.
+    r"""A mean-field draw ``loc + softplus(raw) * eps``, :math:`\sum \log \mathrm{softplus}(raw)`
+    and (not differentiable, kept for the backward) the scale ``softplus(raw)``.
 
     The same values and gradients as the separate operations (the gradients of both outputs
     with respect to the scale are summed before one softplus backward, as autograd does), in
@@ -52,24 +53,24 @@ class _SoftplusNormalDraw(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(loc: Tensor, raw: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(loc: Tensor, raw: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         scale = torch.nn.functional.softplus(raw)
-        return torch.addcmul(loc, scale, eps), scale.log().sum()
+        return torch.addcmul(loc, scale, eps), scale.log().sum(), scale
 
     @staticmethod
     def setup_context(
         ctx: torch.autograd.function.FunctionCtx,
         inputs: tuple[Tensor, Tensor, Tensor],
-        output: tuple[Tensor, Tensor],
+        output: tuple[Tensor, Tensor, Tensor],
     ) -> None:
-        ctx.save_for_backward(inputs[1], inputs[2])
+        ctx.mark_non_differentiable(output[2])
+        ctx.save_for_backward(inputs[1], inputs[2], output[2])
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, grad_log: Tensor
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, grad_log: Tensor, _: Tensor | None
     ) -> tuple[Tensor, Tensor, None]:
-        raw, eps = ctx.saved_tensors  # type: ignore[attr-defined]
-        scale = torch.nn.functional.softplus(raw)
+        raw, eps, scale = ctx.saved_tensors  # type: ignore[attr-defined]
         grad_scale = torch.addcdiv(grad * eps, grad_log.expand_as(scale), scale)
         grad_raw = torch.ops.aten.softplus_backward(grad_scale, raw, 1.0, 20.0)
         return grad, grad_raw, None
@@ -230,7 +231,7 @@ class SVI(Engine):
                 if normal is not None and isinstance(normal[s.name][2], SoftplusTransform):
                     loc, raw, _ = normal[s.name]
                     eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
-                    unconstrained[s.name], log_scale = _SoftplusNormalDraw.apply(loc, raw, eps)
+                    unconstrained[s.name], log_scale, _ = _SoftplusNormalDraw.apply(loc, raw, eps)
                 else:
                     if normal is not None:
                         loc, raw, to_scale = normal[s.name]

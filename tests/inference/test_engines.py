@@ -405,8 +405,9 @@ def test_softplus_normal_draw_has_the_gradients_of_its_separate_operations():
     # raw above softplus's threshold (20) too, where softplus is the identity
     raw = torch.tensor([-3.0, -0.5, 0.0, 1.5, 19.0, 25.0], dtype=torch.float64).requires_grad_(True)
     eps = torch.randn(6, dtype=torch.float64, generator=gen)
-    z, log_scale = _SoftplusNormalDraw.apply(loc, raw, eps)
+    z, log_scale, kept = _SoftplusNormalDraw.apply(loc, raw, eps)
     scale = torch.nn.functional.softplus(raw)
+    assert torch.equal(kept, scale) and not kept.requires_grad
     assert torch.allclose(z, loc + scale * eps, rtol=1e-15, atol=1e-15)  # addcmul may fuse
     assert torch.allclose(log_scale, scale.log().sum(), rtol=1e-15)
     probe = torch.randn(6, dtype=torch.float64, generator=gen)
@@ -417,5 +418,5 @@ def test_softplus_normal_draw_has_the_gradients_of_its_separate_operations():
     for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w, rtol=1e-14, atol=1e-15)
     assert torch.autograd.gradcheck(
-        lambda a, b: _SoftplusNormalDraw.apply(a, b, eps), (loc, raw), eps=1e-6, atol=1e-8
+        lambda a, b: _SoftplusNormalDraw.apply(a, b, eps)[:2], (loc, raw), eps=1e-6, atol=1e-8
     )
