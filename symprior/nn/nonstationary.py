@@ -95,6 +95,7 @@ the strict convolution's time), which is why the layer uses the per-position pro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -297,6 +298,34 @@ class _DiskProduct:
         out = workspace[: values.shape[0] * head.shape[0]].view(values.shape[0], -1)
         return torch.mm(values, head.t(), out=out)
 
+    def contract(
+        self,
+        flat: Tensor,
+        features: Tensor,
+        head: Tensor,
+        arrange: Callable[[Tensor], Tensor],
+        start: Callable[[int], int],
+        workspace: Tensor,
+    ) -> Tensor:
+        r"""``sum_k kernel[n, k]^T flat[n + ...]`` over the disk, ``(grid, C', B)``: per group
+        of rows one product with the output layer (:meth:`head_products`), then one batched
+        product per disk row against the strided view of ``flat`` from ``start(row)``.
+
+        The forward pass uses it with :meth:`kernel` and the rows' first offsets, the input
+        gradient with the adjoint's features, :meth:`adjoint_kernel` and reversed rows.
+        """
+        layout = self.layout
+        out = None
+        for rows in self.groups(features.element_size()):
+            products = self.head_products(features, head, rows, workspace)
+            for row in range(*rows):
+                ker = arrange(self.row_of(products, rows, row)).transpose(1, 2)
+                first, stop = layout.rows[row][:2]
+                patches = layout.rows_view(flat, start(row), stop - first)
+                out = torch.bmm(ker, patches) if out is None else out.baddbmm_(ker, patches)
+        assert out is not None
+        return out
+
     def row_of(self, products: Tensor, rows: tuple[int, int], row: int) -> Tensor:
         r"""Disk row ``row``'s part ``(grid, n, S, R, I * O)`` of :meth:`head_products`."""
         grid = self.layout.grid_size
@@ -376,15 +405,7 @@ class _DiskProductFunction(torch.autograd.Function):
         layout = plan.layout
         flat = layout.flatten(x)
         workspace = plan.workspace(features)
-        out = None
-        for rows in plan.groups(features.element_size()):
-            products = plan.head_products(features, head, rows, workspace)
-            for row in range(*rows):
-                ker = plan.kernel(plan.row_of(products, rows, row)).transpose(1, 2)
-                first, stop = layout.rows[row][:2]
-                patches = layout.rows_view(flat, layout.row_start(row), stop - first)
-                out = torch.bmm(ker, patches) if out is None else out.baddbmm_(ker, patches)
-        assert out is not None
+        out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
         ctx.save_for_backward(x, features, head, flat)
         ctx.plan = plan  # type: ignore[attr-defined]
         # Scratch space, reused by the backward pass: one large allocation fewer per step.
@@ -408,17 +429,14 @@ class _DiskProductFunction(torch.autograd.Function):
         groups = plan.groups(features.element_size())
         grad_x = grad_features = grad_head = None
         if needs[0]:
-            grad_flat = layout.flatten(grad)
-            own, head_t = plan.adjoint_features(), plan.transposed_head(head)
-            acc = None
-            for rows in groups:
-                products = plan.head_products(own, head_t, rows, workspace)
-                for row in range(*rows):
-                    ker = plan.adjoint_kernel(plan.row_of(products, rows, row)).transpose(1, 2)
-                    first, stop = layout.rows[row][:2]
-                    patches = layout.rows_view(grad_flat, layout.adjoint_start(row), stop - first)
-                    acc = torch.bmm(ker, patches) if acc is None else acc.baddbmm_(ker, patches)
-            assert acc is not None
+            acc = plan.contract(
+                layout.flatten(grad),
+                plan.adjoint_features(),
+                plan.transposed_head(head),
+                plan.adjoint_kernel,
+                layout.adjoint_start,
+                workspace,
+            )
             grad_x = layout.from_grid(acc)
         if needs[1] or needs[2]:
             grad_grid = layout.to_grid(grad)  # (grid, B, Cout), zero on junk columns
