@@ -28,7 +28,14 @@ from typing import Any
 
 import torch
 
-from symprior._config import ConfigError, RunConfig, _hyper, load_config, make_prior
+from symprior._config import (
+    STANDARDIZE,
+    ConfigError,
+    RunConfig,
+    _hyper,
+    load_config,
+    make_prior,
+)
 
 __all__ = ["build", "execute", "hdi", "input_statistics", "load_run"]
 
@@ -121,19 +128,18 @@ def input_statistics(x: torch.Tensor, how: str) -> tuple[float, float]:
     split and the data are rebuilt from the configuration, so a finished run reloads with the
     same statistics. Integer inputs (class indices) are left alone.
     """
+    if how not in STANDARDIZE:
+        raise ConfigError(
+            f"[run] standardize must be one of {', '.join(map(repr, STANDARDIZE))}, got {how!r}"
+        )
     if how == "none" or not x.is_floating_point() or x.numel() == 0:
         return 0.0, 1.0
     values = x.detach().double()
     if how == "scale":
-        scale = float(values.square().mean().sqrt())
-        shift = 0.0
-    elif how == "center_scale":
+        shift, scale = 0.0, float(values.square().mean().sqrt())
+    else:
         shift = float(values.mean())
         scale = float(values.std()) if values.numel() > 1 else 0.0
-    else:
-        raise ConfigError(
-            f"[run] standardize must be 'none', 'scale' or 'center_scale', got {how!r}"
-        )
     if not math.isfinite(scale) or scale <= 0.0:
         raise ConfigError(
             f"[run] standardize = {how!r}: the training inputs have no spread to scale by "
