@@ -19,6 +19,7 @@ from pyro.infer.autoguide import (
 )
 from torch import Tensor
 from torch.distributions import biject_to, transform_to
+from pyro.distributions.transforms import SoftplusTransform as PyroSoftplusTransform
 from torch.distributions.transforms import SoftplusTransform, Transform
 
 from symprior.inference._engine import Engine, TrainOptions, latent_sites
@@ -39,6 +40,10 @@ __all__ = ["GUIDES", "SVI"]
 
 #: The guide families, by key.
 GUIDES = ("delta", "normal", "lowrank", "fullrank")
+
+#: The scale transforms that :class:`_SoftplusNormalDraw` computes (``transform_to`` of Pyro's
+#: ``softplus_positive``, the autoguides' scale constraint, is Pyro's own class).
+_SOFTPLUS = (SoftplusTransform, PyroSoftplusTransform)
 
 
 class _SoftplusNormalDraw(torch.autograd.Function):
@@ -228,7 +233,7 @@ class SVI(Engine):
             for s in sites:
                 # log N(loc + scale eps; loc, scale) as a function of (loc, scale): the same value
                 # and the same gradients as the density at the draw, without a pass through it.
-                if normal is not None and isinstance(normal[s.name][2], SoftplusTransform):
+                if normal is not None and isinstance(normal[s.name][2], _SOFTPLUS):
                     loc, raw, _ = normal[s.name]
                     eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
                     unconstrained[s.name], log_scale, _ = _SoftplusNormalDraw.apply(loc, raw, eps)

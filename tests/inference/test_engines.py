@@ -106,7 +106,19 @@ def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, monkeypatch):
         post = engine.fit(model, (x, y))
         return post, engine.losses
 
+    from symprior.inference import _svi
+
+    fused_draws = []
+    apply = _svi._SoftplusNormalDraw.apply
+
+    def counted(*args):
+        fused_draws.append(1)
+        return apply(*args)
+
+    # The mean-field guide's draws go through the fused draw (Pyro's softplus scale transform).
+    monkeypatch.setattr(_svi._SoftplusNormalDraw, "apply", counted)
     direct, direct_losses = run()
+    assert bool(fused_draws) == (guide == "normal")
     monkeypatch.setattr(SymmetryModel, "fast_log_joint_supported", lambda self: False)
     traced, traced_losses = run()
     assert {"noise_scale", "residual_scale"} <= set(direct.mean()) and len(direct.mean()) == 6
