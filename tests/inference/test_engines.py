@@ -109,14 +109,14 @@ def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, monkeypatch):
     from symprior.inference import _svi
 
     fused_draws = []
-    apply = _svi._SoftplusNormalDraw.apply
+    apply = _svi._MeanFieldDraw.apply
 
     def counted(*args):
         fused_draws.append(1)
         return apply(*args)
 
     # The mean-field guide's draws go through the fused draw (Pyro's softplus scale transform).
-    monkeypatch.setattr(_svi._SoftplusNormalDraw, "apply", counted)
+    monkeypatch.setattr(_svi._MeanFieldDraw, "apply", counted)
     direct, direct_losses = run()
     assert bool(fused_draws) == (guide == "normal")
     monkeypatch.setattr(SymmetryModel, "fast_log_joint_supported", lambda self: False)
@@ -409,26 +409,39 @@ def test_fused_adam_steps_equal_the_default_adam_and_fall_back_where_missing(mon
     assert not fallback.defaults.get("fused")
 
 
-def test_softplus_normal_draw_has_the_gradients_of_its_separate_operations():
-    from symprior.inference._svi import _SoftplusNormalDraw
+def test_mean_field_draw_has_the_values_and_gradients_of_its_separate_operations():
+    from symprior.inference._svi import _MeanFieldDraw
 
     gen = torch.Generator().manual_seed(3)
-    loc = torch.randn(6, dtype=torch.float64, generator=gen).requires_grad_(True)
+    f64 = torch.float64
+    locs = [torch.randn(shape, dtype=f64, generator=gen) for shape in ((6,), (2, 3))]
     # raw above softplus's threshold (20) too, where softplus is the identity
-    raw = torch.tensor([-3.0, -0.5, 0.0, 1.5, 19.0, 25.0], dtype=torch.float64).requires_grad_(True)
-    eps = torch.randn(6, dtype=torch.float64, generator=gen)
-    z, log_scale, kept = _SoftplusNormalDraw.apply(loc, raw, eps)
-    scale = torch.nn.functional.softplus(raw)
-    assert torch.equal(kept, scale) and not kept.requires_grad
-    assert torch.allclose(z, loc + scale * eps, rtol=1e-15, atol=1e-15)  # addcmul may fuse
-    assert torch.allclose(log_scale, scale.log().sum(), rtol=1e-15)
-    probe = torch.randn(6, dtype=torch.float64, generator=gen)
-    got = torch.autograd.grad((z * probe).sum() - 0.7 * log_scale, (loc, raw))
-    want = torch.autograd.grad(
-        (((loc + scale * eps) * probe).sum() - 0.7 * scale.log().sum()), (loc, raw)
+    raws = [
+        torch.tensor([-3.0, -0.5, 0.0, 1.5, 19.0, 25.0], dtype=f64),
+        torch.randn(2, 3, dtype=f64, generator=gen),
+    ]
+    noise = [torch.randn(v.shape, dtype=f64, generator=gen) for v in locs]
+    params = [t.requires_grad_(True) for t in (*locs, *raws)]
+    *draws, log_q = _MeanFieldDraw.apply(2, *params, *noise)
+    # the reference: Normal(loc, softplus(raw)).log_prob at the draw, summed over both sites
+    scales = [torch.nn.functional.softplus(raw) for raw in raws]
+    want = [loc + scale * eps for loc, scale, eps in zip(locs, scales, noise, strict=True)]
+    want_log_q = sum(
+        torch.distributions.Normal(loc, scale).log_prob(z).sum()
+        for loc, scale, z in zip(locs, scales, want, strict=True)
     )
-    for g, w in zip(got, want, strict=True):
+    for z, w in zip(draws, want, strict=True):
+        assert torch.allclose(z, w, rtol=1e-15, atol=1e-15)  # addcmul may fuse
+    assert torch.allclose(log_q, want_log_q, rtol=1e-14)
+    probes = [torch.randn(v.shape, dtype=f64, generator=gen) for v in locs]
+
+    def objective(zs, lq):
+        return sum((z * p).sum() for z, p in zip(zs, probes, strict=True)) - 0.7 * lq
+
+    got = torch.autograd.grad(objective(draws, log_q), params)
+    expected = torch.autograd.grad(objective(want, want_log_q), params)
+    for g, w in zip(got, expected, strict=True):
         assert torch.allclose(g, w, rtol=1e-14, atol=1e-15)
     assert torch.autograd.gradcheck(
-        lambda a, b: _SoftplusNormalDraw.apply(a, b, eps)[:2], (loc, raw), eps=1e-6, atol=1e-8
+        lambda *p: _MeanFieldDraw.apply(2, *p, *noise), tuple(params), eps=1e-6, atol=1e-8
     )
