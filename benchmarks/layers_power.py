@@ -8,7 +8,11 @@ A batch of 64 images 28x28, 16 -> 16 channels, float32:
   mode (the magnitudes require gradients, so the base-matrix powers are recomputed every step),
   as a first layer (gradients of the parameters only) and as a hidden layer (also of the
   input), and forward alone in inference mode (cached powers);
-* the same with the scaling generator (``"separable"`` path, 1-D operators along each axis);
+* the same with the scaling generator (``"separable"`` path, 1-D operators along each axis),
+  against the 3x3 convolution and against a convolution of the *same receptive field*: the
+  scaling operators resample the whole image (at ``t = 1`` only 6-12% of their weight lies
+  within one pixel of the output pixel; the script prints the fractions), so that convolution is
+  a circular ``27 x 27`` one, every offset of the 28-pixel image but the +-14 one;
 * for information, the rotation generator (``"dense"`` path, ``784 x 784`` matrices).
 
 Layer and baseline run in this process, interleaved repeat by repeat (so load on a shared
@@ -80,6 +84,24 @@ def eval_step(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return step
 
 
+def weight_within(layer: PowerLayer, reach: int) -> float:
+    """Fraction of the absolute weight of the layer's base matrices and their inverses (powers
+    -1 and 1) on input pixels at most ``reach`` pixels (circularly, along each axis) from the
+    output pixel."""
+    base = layer.base_matrices()
+    mats = torch.cat([base, torch.linalg.inv(base)]).abs()
+    h, w = layer.image_shape if layer.image_shape is not None else (SIZE, SIZE)
+    rows = torch.arange(h * w) // w
+    cols = torch.arange(h * w) % w
+
+    def circular(a: torch.Tensor, n: int) -> torch.Tensor:
+        d = (a[:, None] - a[None, :]).remainder(n)
+        return torch.minimum(d, n - d)
+
+    near = (circular(rows, h) <= reach) & (circular(cols, w) <= reach)
+    return float(mats[:, near].sum() / mats.sum())
+
+
 def compare(
     name: str,
     layer: nn.Module,
@@ -135,11 +157,25 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(BATCH, CHANNELS, SIZE, SIZE, device=device)
     conv = nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, padding_mode="circular").to(device)
+    # Same receptive field as the scaling operators (the whole image): offsets -13..13.
+    reach = (SIZE - 1) // 2
+    size = 2 * reach + 1
+    wide = nn.Conv2d(CHANNELS, CHANNELS, size, padding=reach, padding_mode="circular")
+    wide = wide.to(device)
     rows = []
     for kind, repeats in (("translation", args.repeats), ("scaling", args.repeats)):
         layer = PowerLayer(image_generators(SIZE, SIZE, kind), 1, CHANNELS, CHANNELS).to(device)
         label = f"{kind} K=1 [{layer.path}]"
+        print(
+            f"{kind}: weight of the powers +-1 within 1 pixel {weight_within(layer.cpu(), 1):.3f}, "
+            f"within {reach} pixels {weight_within(layer, reach):.3f}"
+        )
+        layer.to(device)
         rows += compare(label, layer, conv, x, device, repeats, args.warmup)
+        if kind == "scaling":
+            rows += compare(
+                f"{label} vs {size}x{size}", layer, wide, x, device, repeats, args.warmup
+            )
     rotation = PowerLayer(image_generators(SIZE, SIZE, "rotation"), 1, CHANNELS, CHANNELS)
     rotation = rotation.to(device)
     rows += compare(

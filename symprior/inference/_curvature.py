@@ -598,7 +598,13 @@ class CurvaturePart(abc.ABC):
 
 
 class DensePrecision(CurvaturePart):
-    r"""A dense precision ``(d, d)`` (exact Hessian): eigenvalue-clipped, a :class:`FullBlock`."""
+    r"""A dense precision ``(d, d)`` (exact Hessian): eigenvalue-clipped, a :class:`FullBlock`.
+
+    With ``eigen_block`` the posterior block keeps the eigendecomposition instead (a
+    :class:`KroneckerEigenBlock` with a ``(1, 1)`` column factor: draws
+    ``loc + U (z * sqrt(1 / lambda))``), which spares forming the covariance and its Cholesky
+    factor: used for KFAC bias blocks, whose eigenbasis is their layer's ``G`` factor's.
+    """
 
     def __init__(
         self,
@@ -609,8 +615,10 @@ class DensePrecision(CurvaturePart):
         method: str = "hessian",
         absolute_floor: Tensor | None = None,
         decomposition: tuple[Tensor, Tensor | None] | None = None,
+        eigen_block: bool = False,
     ) -> None:
         self.names = list(names)
+        self.eigen_block = eigen_block
         self.matrix = 0.5 * (matrix + matrix.T).double()
         self.dim = int(matrix.shape[0])
         self.method = method
@@ -656,6 +664,14 @@ class DensePrecision(CurvaturePart):
 
     def block(self, loc: Tensor) -> Block:
         values, vectors = self._eigh()
+        if self.eigen_block:
+            return KroneckerEigenBlock(
+                list(self.names),
+                loc.detach(),
+                rows=vectors.to(loc.dtype),
+                cols=vectors.new_ones(1, 1).to(loc.dtype),
+                variances=(1.0 / values)[:, None].to(loc.dtype),
+            )
         cov = (vectors / values) @ vectors.T
         tril = torch.linalg.cholesky(0.5 * (cov + cov.T))
         return FullBlock(list(self.names), loc.detach(), scale_tril=tril.to(loc.dtype))

@@ -508,6 +508,7 @@ class _KronStructure(_Structure):
                         floor=problem.floor,
                         method="kron-bias",
                         decomposition=decomposition,
+                        eigen_block=True,
                     )
                 )
             else:

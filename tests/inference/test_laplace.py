@@ -132,7 +132,7 @@ def test_kron_structure_equals_its_closed_form():
     names, mean, _, _, phi, prior_var, target = closed_form(model, x, y)
     post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
     assert post.site_names == ["residual", "bias_residual", "coeffs", "bias_coeffs"] == names
-    assert [b.kind for b in post.blocks] == ["kronecker_eigen", "full", "diagonal"]
+    assert [b.kind for b in post.blocks] == ["kronecker_eigen", "kronecker_eigen", "diagonal"]
     assert post.info["curvature.residual"] == "kron"
     assert post.info["curvature.bias_residual"] == "kron-bias"
     assert post.info["curvature.coeffs"] == "diag-ggn"
@@ -280,7 +280,7 @@ def test_kfac_blocks_equal_per_sample_kronecker_factors(kind, passes, monkeypatc
         "2.bias": g2 + prior * torch.eye(3, dtype=F64),
     }
     assert [b.names for b in post.blocks] == [[k] for k in expected]
-    assert [b.kind for b in post.blocks] == ["kronecker_eigen", "full"] * 2
+    assert [b.kind for b in post.blocks] == ["kronecker_eigen"] * 4
     for block in post.blocks:
         precision = expected[block.names[0]]
         assert torch.allclose(
