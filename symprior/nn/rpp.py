@@ -412,31 +412,45 @@ class GatedNonlinearity(nn.Module):
     tensor([[0., 0., 0., 0., 0.]])
     """
 
-    gate_index: Tensor
-
     def __init__(self, rep: Rep) -> None:
         super().__init__()
         self.rep = _check_rep(rep, "rep")
         scalar = Scalar(rep.G)
-        index_parts = []
-        offset, gates = 0, 0
+        # Per summand: (multiplicity, size, whether it is scalar). Gating is then one split of
+        # the input and broadcasting: no gather, whose backward (an index_put with
+        # accumulation) costs more than the whole nonlinearity, above all in the vmapped
+        # backward passes of the Laplace curvature, and no slices, whose backward each fills a
+        # zero gradient of the whole input.
+        layout: list[tuple[int, int, bool]] = []
+        gates = 0
         for summand, mult in rep.summands():
-            width = summand.size * mult
-            if summand == scalar:
-                index_parts.append(torch.arange(offset, offset + width))
-            else:
-                copy_gates = rep.size + gates + torch.arange(mult)
-                index_parts.append(copy_gates.repeat_interleave(summand.size))
+            layout.append((mult, summand.size, summand == scalar))
+            if summand != scalar:
                 gates += mult
-            offset += width
+        self._layout = tuple(layout)
+        self._split = [mult * size for mult, size, _ in layout] + ([gates] if gates else [])
+        self._gate_split = [mult for mult, _, is_scalar in layout if not is_scalar]
         self.num_gates = gates
         self.rep_in: Rep = rep + gates * scalar if gates else rep
-        self.register_buffer("gate_index", torch.cat(index_parts), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Gate ``x`` ``(..., rep_in.size)``; returns ``(..., rep.size)``."""
         _check_input(x, self.rep_in.size, self.rep_in)
-        return x[..., : self.rep.size] * torch.sigmoid(x[..., self.gate_index])
+        blocks = x.split(self._split, -1)
+        gate_values: tuple[Tensor, ...] = ()
+        if self.num_gates:
+            sig = torch.sigmoid(blocks[-1])
+            many = len(self._gate_split) > 1
+            gate_values = tuple(sig.split(self._gate_split, -1)) if many else (sig,)
+        gates = iter(gate_values)
+        pieces = []
+        for block, (mult, size, is_scalar) in zip(blocks, self._layout, strict=False):
+            if is_scalar:  # scalars gate themselves
+                pieces.append(F.silu(block))
+            else:
+                gated = block.unflatten(-1, (mult, size)) * next(gates).unsqueeze(-1)
+                pieces.append(gated.flatten(-2))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
 
     def extra_repr(self) -> str:
         return f"rep={self.rep!r}, num_gates={self.num_gates}"

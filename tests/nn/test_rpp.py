@@ -337,6 +337,16 @@ def test_gated_nonlinearity_matches_a_naive_loop(G):
     assert_equivariant(act, G, x, rep_in=act.rep_in, rep_out=rep)
 
 
+def test_gated_nonlinearity_gradients_match_finite_differences():
+    G = SO2()
+    # two non-scalar summands separated by scalars: several gate groups and an interleaved layout
+    act = GatedNonlinearity(2 * V(G) + 2 * Scalar(G) + V(G) * V(G))
+    x = torch.randn(
+        3, act.rep_in.size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.autograd.gradcheck(act, (x.requires_grad_(True),))
+
+
 def test_hidden_rep_splits_the_budget():
     G = SO3()
     assert hidden_rep(G, 20) == 3 * V(G) + 11 * Scalar(G)
