@@ -250,7 +250,11 @@ class SVI(Engine):
             # log N(loc + scale eps; loc, scale) as a function of (loc, scale): the same value
             # and the same gradients as the density at the draw, without a pass through it.
             # Noise is drawn site by site in the autoguide's order (the same random stream).
-            if normal is not None and all(isinstance(normal[s.name][2], _SOFTPLUS) for s in sites):
+            if (
+                normal is not None
+                and sites
+                and all(isinstance(normal[s.name][2], _SOFTPLUS) for s in sites)
+            ):
                 locs = [normal[s.name][0] for s in sites]
                 noise = [torch.randn(v.shape, dtype=v.dtype, device=v.device) for v in locs]
                 raws = [normal[s.name][1] for s in sites]
