@@ -72,6 +72,15 @@ class ConfigError(ValueError):
     r"""A problem with a run configuration, as one line naming the key."""
 
 
+def check_standardize(value: object) -> str:
+    r"""``value`` if it is one of :data:`STANDARDIZE`, else a :class:`ConfigError` naming the key."""
+    if not isinstance(value, str) or value not in STANDARDIZE:
+        raise ConfigError(
+            f"[run] standardize must be one of {', '.join(map(repr, STANDARDIZE))}, got {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class RunConfig:
     r"""A validated configuration (plain dicts, ready to build)."""
@@ -200,11 +209,7 @@ def parse_config(raw: Any) -> RunConfig:
             )
     if run.get("dtype", "float32") not in ("float32", "float64"):
         raise ConfigError(f"[run] dtype must be 'float32' or 'float64', got {run['dtype']!r}")
-    if run.get("standardize", "none") not in STANDARDIZE:
-        raise ConfigError(
-            f"[run] standardize must be one of {', '.join(map(repr, STANDARDIZE))}, "
-            f"got {run['standardize']!r}"
-        )
+    check_standardize(run.get("standardize", "none"))
     if "test_fraction" in run and not 0 <= run["test_fraction"] < 1:
         raise ConfigError(f"[run] test_fraction must be in [0, 1), got {run['test_fraction']!r}")
     return RunConfig(data, model, likelihood, {k: dict(v) for k, v in priors.items()}, engine, run)

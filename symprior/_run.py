@@ -29,10 +29,10 @@ from typing import Any
 import torch
 
 from symprior._config import (
-    STANDARDIZE,
     ConfigError,
     RunConfig,
     _hyper,
+    check_standardize,
     load_config,
     make_prior,
 )
@@ -128,10 +128,7 @@ def input_statistics(x: torch.Tensor, how: str) -> tuple[float, float]:
     split and the data are rebuilt from the configuration, so a finished run reloads with the
     same statistics. Integer inputs (class indices) are left alone.
     """
-    if how not in STANDARDIZE:
-        raise ConfigError(
-            f"[run] standardize must be one of {', '.join(map(repr, STANDARDIZE))}, got {how!r}"
-        )
+    check_standardize(how)
     if how == "none" or not x.is_floating_point() or x.numel() == 0:
         return 0.0, 1.0
     values = x.detach().double()

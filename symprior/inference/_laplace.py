@@ -479,10 +479,11 @@ class _KronStructure(_Structure):
         def isotropic(delta: Tensor) -> bool:
             return bool(torch.allclose(delta, delta.mean().expand_as(delta)))
 
+        iso = {name: isotropic(prior[name].reshape(-1)) for name in names}
         kron: dict[str, KroneckerPrecision] = {}
         for name in names:
             delta = prior[name].reshape(-1)
-            if name in factors and isotropic(delta):
+            if name in factors and iso[name]:
                 kron[name] = KroneckerPrecision(
                     name, factors[name], delta.mean(), floor=problem.floor
                 )
@@ -497,7 +498,7 @@ class _KronStructure(_Structure):
                 bias_sum = factors[weight].bias_sum
                 assert bias_sum is not None
                 decomposition = None
-                if factors[weight].bias_is_g and weight in kron and isotropic(delta):
+                if factors[weight].bias_is_g and weight in kron and iso[name]:
                     # G_sum + delta I has the eigenvectors of G_sum, already decomposed.
                     eig_g, vectors = kron[weight].g_decomposition
                     decomposition = (eig_g + delta.mean().to(eig_g), vectors)
