@@ -48,14 +48,18 @@ def _step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callab
 
 
 def _time(variants: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list]:
+    # On CUDA the clock is read only after the device has finished the step's kernels.
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for run in variants.values():
         for _ in range(warmup):
             run()
     times: dict[str, list] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, run in variants.items():
+            sync()
             start = time.perf_counter()
             run()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -82,6 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-group-conv", action="store_true")
     parser.add_argument("--skip-se2", action="store_true", help="time the T(2) layers only")
     args = parser.parse_args()
@@ -94,6 +99,9 @@ def main() -> None:
     print(f"machine  {platform.platform()} / {platform.processor() or platform.machine()}")
     print(f"cpus     {os.cpu_count()} (torch threads {torch.get_num_threads()})")
     print(f"torch    {torch.__version__}")
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        print(f"device   {torch.cuda.get_device_name(dev)}")
     b, n, c, radius, rot = args.batch, args.size, args.channels, args.radius, args.rotations
     reach = int(radius)
     print(
@@ -101,7 +109,7 @@ def main() -> None:
         f"({2 * reach + 1}x{2 * reach + 1} window), R = {rot}; inputs require grad"
     )
 
-    x = torch.randn(b, c, n, n, requires_grad=True)
+    x = torch.randn(b, c, n, n, device=dev, requires_grad=True)
     strict = NonStationaryConv2d(c, c, radius=radius)
     soft = NonStationaryConv2d(
         c,
@@ -109,8 +117,9 @@ def main() -> None:
         radius=radius,
         soft="translation",
         config=NonStationaryKernelConfig(omega_prime_init=0.5),
-    )
-    weight = torch.randn(c, c, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
+    ).to(dev)
+    strict = strict.to(dev)
+    weight = torch.randn(c, c, 2 * reach + 1, 2 * reach + 1, device=dev, requires_grad=True)
     times = _time(
         {
             "T(2) strict": _step(strict, x),
@@ -128,11 +137,15 @@ def main() -> None:
     if args.skip_se2:
         return
 
-    lift_strict = NonStationaryLifting(SE2(), c, c, radius=radius, num_rotations=rot).eval()
-    lift_soft = NonStationaryLifting(
-        SE2(), c, c, radius=radius, num_rotations=rot, soft="rotation"
-    ).eval()
-    lift_weight = torch.randn(c * rot, c, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
+    lift_strict = NonStationaryLifting(SE2(), c, c, radius=radius, num_rotations=rot).to(dev).eval()
+    lift_soft = (
+        NonStationaryLifting(SE2(), c, c, radius=radius, num_rotations=rot, soft="rotation")
+        .to(dev)
+        .eval()
+    )
+    lift_weight = torch.randn(
+        c * rot, c, 2 * reach + 1, 2 * reach + 1, device=dev, requires_grad=True
+    )
     times = _time(
         {
             "SE(2) lifting strict": _step(lift_strict, x),
@@ -150,12 +163,14 @@ def main() -> None:
 
     if args.skip_group_conv:
         return
-    h = torch.randn(b, c, rot, n, n, requires_grad=True)
-    gconv_strict = NonStationaryGroupConv(SE2(), c, c, radius=radius, num_rotations=rot)
+    h = torch.randn(b, c, rot, n, n, device=dev, requires_grad=True)
+    gconv_strict = NonStationaryGroupConv(SE2(), c, c, radius=radius, num_rotations=rot).to(dev)
     gconv_soft = NonStationaryGroupConv(
         SE2(), c, c, radius=radius, num_rotations=rot, soft="rotation"
+    ).to(dev)
+    g_weight = torch.randn(
+        c * rot, c * rot, 2 * reach + 1, 2 * reach + 1, device=dev, requires_grad=True
     )
-    g_weight = torch.randn(c * rot, c * rot, 2 * reach + 1, 2 * reach + 1, requires_grad=True)
     times = _time(
         {
             "SE(2) group conv strict": _step(gconv_strict, h),

@@ -88,8 +88,9 @@ def weight_within(layer: PowerLayer, reach: int) -> float:
     """Fraction of the absolute weight of the layer's base matrices and their inverses (powers
     -1 and 1) on input pixels at most ``reach`` pixels (circularly, along each axis) from the
     output pixel."""
-    base = layer.base_matrices()
-    mats = torch.cat([base, torch.linalg.inv(base)]).abs()
+    with torch.no_grad():
+        base = layer.base_matrices()
+        mats = torch.cat([base, torch.linalg.inv(base)]).abs()
     h, w = layer.image_shape if layer.image_shape is not None else (SIZE, SIZE)
     rows = torch.arange(h * w) // w
     cols = torch.arange(h * w) % w

@@ -188,7 +188,9 @@ def _sparse_kron(a, b):
     cols = (ja[:, None] * b.shape[1] + jb[None, :]).reshape(-1)
     vals = (a[ia, ja][:, None] * b[ib, jb][None, :]).reshape(-1)
     shape = (a.shape[0] * b.shape[0], a.shape[1] * b.shape[1])
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, check_invariants=True)
+    # Opt in explicitly (the global switch too): torch 2.11 warns when the switch was never set.
+    with torch.sparse.check_sparse_tensor_invariants(enable=True):
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape)
 
 
 def test_wide_blockwise_basis_equals_group_average_projector():

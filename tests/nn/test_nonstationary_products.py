@@ -125,7 +125,8 @@ def test_products_do_not_loop_over_pixels(kind, soft):
     counts = []
     for height, width, batch in [(6, 6, 1), (11, 17, 3)]:
         x = _input(kind, height, width, batch=batch)
-        with torch.no_grad(), torch.profiler.profile() as prof:
+        # acc_events: torch 2.11 warns that a profile without it keeps only its last cycle.
+        with torch.no_grad(), torch.profiler.profile(acc_events=True) as prof:
             layer(x, **_kwargs(kind))
         names = [event.name for event in prof.events()]
         counts.append(sum(name in ("aten::bmm", "aten::baddbmm_") for name in names))

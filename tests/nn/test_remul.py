@@ -673,4 +673,4 @@ def test_cuda_matches_cpu() -> None:
     torch.testing.assert_close(gpu.total.cpu(), cpu.total, rtol=1e-10, atol=1e-12)
     gpu_gen = torch.Generator(device="cuda").manual_seed(0)
     loss = equivariance_loss(net_cuda, x.cuda(), G, V(G), V(G), generator=gpu_gen)
-    assert loss.device.type == "cuda" and math.isfinite(float(loss))
+    assert loss.device.type == "cuda" and math.isfinite(float(loss.detach()))
