@@ -1443,7 +1443,11 @@ class PowerLayer(RelaxedModule):
         multiply the spectra from the right. Cached, like the powers, while nothing needs
         gradients and neither the weight (compared by value) nor the powers change.
         """
-        frozen = not any(t.requires_grad or not _has_storage(t) for t in (theta, rows, cols))
+        # Under no_grad a view of the weight still reports requires_grad: ask the grad mode too.
+        grad = torch.is_grad_enabled()
+        frozen = not any(
+            (grad and t.requires_grad) or not _has_storage(t) for t in (theta, rows, cols)
+        )
         if frozen and self._kernel_cache is not None:
             key, key_rows, key_cols, kernel = self._kernel_cache
             if (

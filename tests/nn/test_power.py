@@ -367,7 +367,10 @@ def test_fourier_weight_cache_follows_the_weight_value():
     assert bias is not None
     with torch.no_grad():
         before = layer(x)
+        cached = layer._kernel_cache
+        assert cached is not None  # the evaluation really keeps the Fourier weight
         assert _rel(layer(x), before) == 0.0
+        assert layer._kernel_cache is cached  # and the second call reuses it
         layer.weight.data.mul_(2.0)  # no version bump: the cache is keyed on the value
         assert _rel(layer(x), 2 * before - bias[:, None, None]) < 1e-13
     assert _rel(layer(x), _naive_layer(layer, x)) < 1e-10
