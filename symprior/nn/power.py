@@ -977,6 +977,16 @@ class _FourierConv(torch.autograd.Function):
         return (out.view(size, b, *out.shape[1:]), spectrum), (0, 1)
 
 
+#: The ``"fourier"`` path through ``torch.fft`` (one cuFFT call per transform, natural frequency
+#: order, plain autograd) on every device but the CPU, where the matrix DFTs of
+#: :class:`_FourierConv` are faster at image sizes. Tests set it to run the FFT path on the CPU.
+_FFT_ON_CPU = False
+
+
+def _uses_fft(device: torch.device) -> bool:
+    return device.type != "cpu" or _FFT_ON_CPU
+
+
 def _has_storage(value: Tensor) -> bool:
     """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
     try:
@@ -1083,11 +1093,15 @@ class PowerLayer(RelaxedModule):
 
     * ``"fourier"``: circulant factors are diagonal in the discrete Fourier basis, so the powers
       are :math:`\exp(iDt_k\lambda)` on the DFT eigenvalues :math:`\lambda` of the factors and
-      the layer is one channel mixing per frequency between a 2-D DFT and its inverse, the bias
-      added as the zero frequency. The DFTs are matrix products along each axis (an ``rfft``
-      along the columns, cosine and sine transforms combined by a butterfly along the rows),
-      faster than FFTs at image sizes, in a memory layout that the products read and write in
-      place: no copy reorders the data (see :class:`_FourierConv`);
+      the layer is one channel mixing per frequency between a 2-D DFT and its inverse. The
+      multipliers of all power products are :math:`\exp(Lt)` for one constant matrix
+      :math:`L` (their logarithms are linear in :math:`t`), so the weight in the Fourier domain
+      is three operations whatever the number of generators and powers. On the CPU the DFTs are
+      matrix products along each axis (an ``rfft`` along the columns, cosine and sine transforms
+      combined by a butterfly along the rows), twice as fast as FFTs at image sizes, in a memory
+      layout that the products read and write in place, the bias added as the zero frequency
+      (see :class:`_FourierConv`); on other devices, where every extra kernel launch costs more
+      than the arithmetic at these sizes, ``torch.fft.rfft2`` and ``irfft2``;
     * ``"separable"``: the 1-D factors :math:`\exp(iDt_kR_k)` ``(H, H)`` and
       :math:`\exp(iDt_kC_k)` ``(W, W)`` are applied along the image axes
       (:math:`\exp(t(R \oplus C)) = \exp(tR) \otimes \exp(tC)`);
@@ -1098,7 +1112,8 @@ class PowerLayer(RelaxedModule):
     derivative in :math:`t` is taken in closed form, :math:`G\exp(cG)`. The powers are cached
     while the magnitudes keep their value (keyed on the value, dtype and device) and recomputed
     in every forward that needs gradients with respect to the magnitudes; on the ``"fourier"``
-    path the weight in the Fourier domain likewise, keyed on the value of :math:`\theta` too.
+    path the weight in the Fourier domain likewise, keyed on the values of :math:`\theta` and
+    :math:`t`.
 
     Examples
     --------
@@ -1183,7 +1198,8 @@ class PowerLayer(RelaxedModule):
         self.register_buffer("pair_index", pair, persistent=False)
         self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
         self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
-        self._kernel_cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._kernel_cache: tuple[Tensor, Tensor, bool, Tensor] | None = None
+        self._logs_cache: dict[tuple[torch.device, bool], Tensor] = {}
         self.reset_parameters()
 
     def _register_group(
@@ -1258,6 +1274,7 @@ class PowerLayer(RelaxedModule):
             self._cache = None
             self._dft_cache = {}
             self._kernel_cache = None
+            self._logs_cache = {}
         return out
 
     # ------------------------------------------------------------------ operators
@@ -1399,14 +1416,20 @@ class PowerLayer(RelaxedModule):
         spatial = 2 if self.image_shape is not None else 1
         lead = x.shape[: -spatial - 1]
         xb = x.reshape(-1, self.in_channels, *x.shape[x.ndim - spatial :])
-        ops = self._operators(x.dtype, x.device)
+        # The Fourier path builds its weight from the magnitudes directly (_fourier_kernel).
+        ops = () if self.path == "fourier" else self._operators(x.dtype, x.device)
         theta = self.weight.to(x.dtype).reshape(self.out_channels, self.in_channels, -1)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.path == "dense":
             y = self._forward_dense(xb.reshape(xb.shape[0], self.in_channels, -1), theta, ops[0])
         elif self.path == "fourier":
-            y = self._forward_fourier(xb, self._fourier_kernel(theta, ops[0], ops[1]), bias)
-            bias = None  # added as the zero frequency
+            natural = _uses_fft(x.device)
+            kernel = self._fourier_kernel(theta, natural)
+            if natural:
+                y = self._forward_fft(xb, kernel)
+            else:
+                y = self._forward_fourier(xb, kernel, bias)
+                bias = None  # added as the zero frequency
         else:
             grid = self._theta_grid(theta, ops[0], ops[1])
             y = self._forward_separable(xb, grid, ops[0], ops[1])
@@ -1427,53 +1450,95 @@ class PowerLayer(RelaxedModule):
         key = (dtype, device)
         if key not in self._dft_cache:
             h, w = self.image_shape or (1, 1)
-            dft_w, half_h, idft_w, order = _fourier_matrices(h, w)
-            self._dft_cache[key] = (
-                *(m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)),
-                order.to(device=device),
+            dft_w, half_h, idft_w, _ = _fourier_matrices(h, w)
+            self._dft_cache[key] = tuple(
+                m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)
             )
         return self._dft_cache[key]
 
-    def _fourier_kernel(self, theta: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    def _fourier_logs(self, device: torch.device, natural: bool) -> Tensor:
+        r"""The logarithms of the DFT multipliers of every power product, linear in :math:`t`.
+
+        A circulant factor is diagonal in the Fourier basis, so the product indexed by
+        :math:`\theta` entry ``n`` multiplies frequency ``(k, l)`` by
+        :math:`\exp(\sum_g i_g(n) D t_g (\lambda^{row}_g[k] + \lambda^{col}_g[l]))` (the DFT
+        eigenvalues of generator ``g``'s factors; a missing factor contributes 0). The exponent
+        is ``L @ t`` with the constant ``L`` returned here, ``(N F, m)`` complex128 with
+        ``F = H (W // 2 + 1)``, rows ``(n, k, l)``: ``k`` in natural order for the FFT path,
+        else in the order of :func:`_butterfly`. Built once per device and order.
+        """
+        key = (device, natural)
+        if key not in self._logs_cache:
+            h, w = self.image_shape or (1, 1)
+            half = w // 2 + 1
+            m = self.num_generators
+            eig = torch.zeros(m, h, half, dtype=torch.complex128)
+            for position, k in enumerate(self._groups["row"][0]):
+                eig[k] += self.get_buffer("row_vectors")[position].cpu()[:, None]
+            for position, k in enumerate(self._groups["col"][0]):
+                eig[k] += self.get_buffer("col_vectors")[position].cpu()[None, :half]
+            if not natural:
+                eig = eig[:, _fourier_matrices(h, w)[3]]
+            sizes = [2 * p + 1 for p in self.powers]
+            index = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, m)
+            exponent = (index - torch.tensor(self.powers)).to(torch.float64) * self.dilation
+            logs = exponent[:, None, :] * eig.reshape(m, -1).T[None]  # (N, F, m)
+            self._logs_cache[key] = logs.reshape(-1, m).to(device)
+        return self._logs_cache[key]
+
+    def _fourier_kernel(self, theta: Tensor, natural: bool) -> Tensor:
         r"""The channel mixing per frequency, complex ``(H Wf, in, out)`` (``Wf = W // 2 + 1``).
 
-        The weight in the Fourier domain, :math:`K^{(o,c)}_{kl} = \sum_{r,s} \theta^{(o,c)}_{rs}
-        \hat R_{rk} \hat C_{sl}` (products of the DFT multipliers of the row and column powers),
-        for the row frequencies in the order of :func:`_butterfly`, as ``(in, out)`` matrices that
-        multiply the spectra from the right. Cached, like the powers, while nothing needs
-        gradients and neither the weight (compared by value) nor the powers change.
+        The weight in the Fourier domain, :math:`K^{(o,c)}_{kl} = \sum_n \theta^{(o,c)}_n
+        P_{n,kl}` with :math:`P = \exp(L t)` the DFT multipliers of every power product
+        (:meth:`_fourier_logs`): one matrix-vector product, one exponential and one product with
+        :math:`\theta`, whatever the number of generators and powers. Row frequencies in natural
+        order (``natural``, the FFT path) or in that of :func:`_butterfly`, as ``(in, out)``
+        matrices that multiply the spectra from the right. Cached while nothing needs gradients
+        and neither :math:`\theta` nor :math:`t` changes (compared by value).
         """
-        # Under no_grad a view of the weight still reports requires_grad: ask the grad mode too.
+        t = self.magnitudes
         grad = torch.is_grad_enabled()
-        frozen = not any(
-            (grad and t.requires_grad) or not _has_storage(t) for t in (theta, rows, cols)
-        )
+        frozen = not any((grad and v.requires_grad) or not _has_storage(v) for v in (theta, t))
         if frozen and self._kernel_cache is not None:
-            key, key_rows, key_cols, kernel = self._kernel_cache
+            key_theta, key_t, key_natural, kernel = self._kernel_cache
             if (
-                key_rows is rows
-                and key_cols is cols
-                and key.dtype == theta.dtype
-                and key.device == theta.device
-                and torch.equal(key, theta)
+                key_natural == natural
+                and key_theta.dtype == theta.dtype
+                and key_theta.device == theta.device
+                and key_t.dtype == t.dtype
+                and key_t.device == t.device
+                and torch.equal(key_t, t)
+                and torch.equal(key_theta, theta)
             ):
                 return kernel
-        h, w = self.image_shape or (1, 1)
-        half = w // 2 + 1
-        order = self._dft(theta.dtype, theta.device)[-1]
         complex_dtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
-        row_mult = rows if rows.numel() else theta.new_ones(1, h, dtype=complex_dtype)
-        col_mult = (cols if cols.numel() else theta.new_ones(1, w, dtype=complex_dtype))[:, :half]
-        grid = self._theta_grid(theta, rows, cols).to(complex_dtype)
-        kernel = torch.einsum("ocrs,sl->rlco", grid, col_mult)
-        kernel = row_mult[:, order].T @ kernel.reshape(row_mult.shape[0], -1)  # (k, (l, c, o))
-        kernel = kernel.view(h * half, self.in_channels, self.out_channels)
-        self._kernel_cache = (theta.detach().clone(), rows, cols, kernel) if frozen else None
+        n = theta.shape[-1]
+        logs = self._fourier_logs(t.device, natural)
+        multipliers = torch.exp(logs @ t.to(torch.complex128)).view(n, -1).to(complex_dtype)
+        mixing = theta.permute(2, 1, 0).reshape(n, -1).to(complex_dtype)  # (N, (c, o))
+        kernel = (multipliers.T @ mixing).view(-1, self.in_channels, self.out_channels)
+        if frozen:
+            self._kernel_cache = (theta.detach().clone(), t.detach().clone(), natural, kernel)
+        else:
+            self._kernel_cache = None
         return kernel
+
+    def _forward_fft(self, x: Tensor, kernel: Tensor) -> Tensor:
+        r"""The ``"fourier"`` path through ``torch.fft``: ``rfft2``, one batched complex product
+        per frequency with ``kernel`` (natural order), ``irfft2``; differentiated by autograd."""
+        b, _, h, w = x.shape
+        if b == 0:  # the FFT libraries refuse empty batches; keep the graph (zero gradients)
+            return x.new_zeros(0, self.out_channels, h, w) + 0 * (x.sum() + kernel.real.sum())
+        spectrum = torch.fft.rfft2(x)
+        half = spectrum.shape[-1]
+        mixed = torch.bmm(spectrum.reshape(b, self.in_channels, -1).permute(2, 0, 1), kernel)
+        mixed = mixed.permute(1, 2, 0).reshape(b, self.out_channels, h, half)
+        return torch.fft.irfft2(mixed, s=(h, w))
 
     def _forward_fourier(self, x: Tensor, kernel: Tensor, bias: Tensor | None) -> Tensor:
         b, _, h, w = x.shape
-        dft_w, half_h, idft_h, idft_w, _ = self._dft(x.dtype, x.device)
+        dft_w, half_h, idft_h, idft_w = self._dft(x.dtype, x.device)
         # The bias is the zero frequency of the output: (H W) bias / (H W) after the inverse.
         constant = None
         if bias is not None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from symprior.groups import SO2, Affine2, Scaling, Translation, transform_image
-from symprior.nn import relaxation_parameters, set_strict
+from symprior.nn import power, relaxation_parameters, set_strict
 from symprior.nn.power import (
     ImageGenerator,
     PowerBlock,
@@ -23,6 +23,14 @@ from symprior.testing import assert_equivariant, equivariance_errors
 from tests.conftest import DEVICES
 
 F64 = torch.float64
+
+
+@pytest.fixture(params=["matrix-dft", "fft"])
+def fourier_backend(request, monkeypatch):
+    """Runs a test of the Fourier path with the CPU's matrix DFTs and with the torch.fft path
+    that other devices take (forced on the CPU)."""
+    monkeypatch.setattr(power, "_FFT_ON_CPU", request.param == "fft")
+    return request.param
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -162,7 +170,7 @@ def test_shift_exponentials_are_pixel_translations(size):
     [((7, 9), 1, 1), ((9, 7), 2, 1), ((11, 9), 1, 2), ((7, 9), (1, 2), 1)],
     ids=["K1", "K2", "K1-D2", "Kx1-Ky2"],
 )
-def test_shift_layer_at_unit_magnitude_is_circular_conv2d(size, powers, dilation):
+def test_shift_layer_at_unit_magnitude_is_circular_conv2d(size, powers, dilation, fourier_backend):
     torch.manual_seed(0)
     h, w = size
     layer = PowerLayer(image_generators(h, w, "translation"), powers, 3, 4, dilation).double()
@@ -270,7 +278,7 @@ FOURIER_CASES = {
 
 
 @pytest.mark.parametrize("case", list(FOURIER_CASES), ids=list(FOURIER_CASES))
-def test_fourier_path_and_gradients_equal_dense_weight(case):
+def test_fourier_path_and_gradients_equal_dense_weight(case, fourier_backend):
     # The Fourier path (DFTs as products with a cosine/sine butterfly along the rows) against
     # the dense weight sum_i theta_i prod_k exp(i_k D t_k G_k) at random magnitudes, values and
     # gradients (through dense matrix exponentials) in float64.
@@ -300,7 +308,7 @@ def test_fourier_path_and_gradients_equal_dense_weight(case):
         assert _rel(layer(x), dense(x)) < 1e-10
 
 
-def test_fourier_path_second_derivatives_in_inputs_and_parameters():
+def test_fourier_path_second_derivatives_in_inputs_and_parameters(fourier_backend):
     torch.manual_seed(13)
     layer = PowerLayer(image_generators(4, 5, "translation"), 1, 2, 2, magnitudes=[0.7, 1.2])
     layer = layer.double()
@@ -319,7 +327,7 @@ def test_fourier_path_second_derivatives_in_inputs_and_parameters():
 
 # Forward-mode AD loads torch's jvp decompositions, which call torch.jit.script (deprecated).
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-def test_fourier_path_under_torch_func_and_batched_gradients():
+def test_fourier_path_under_torch_func_and_batched_gradients(fourier_backend):
     # The custom autograd Functions of the Fourier path have vmap and jvp rules: torch.func
     # transforms and batched gradients agree with loops over plain autograd.
     torch.manual_seed(14)
@@ -359,7 +367,7 @@ def test_fourier_path_under_torch_func_and_batched_gradients():
     assert _rel(jvp, layer(tangent) - layer(torch.zeros_like(x))) < 1e-12
 
 
-def test_fourier_weight_cache_follows_the_weight_value():
+def test_fourier_weight_cache_follows_the_weight_value(fourier_backend):
     torch.manual_seed(15)
     layer = PowerLayer(image_generators(5, 5, "translation"), 1, 2, 2).double().eval()
     x = torch.randn(2, 2, 5, 5, dtype=F64)
@@ -376,7 +384,29 @@ def test_fourier_weight_cache_follows_the_weight_value():
     assert _rel(layer(x), _naive_layer(layer, x)) < 1e-10
 
 
-def test_fourier_path_with_an_empty_batch():
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize(("size", "powers", "dilation"), [((7, 9), 1, 1), ((6, 8), [2, 1], 2)])
+def test_fft_and_matrix_dft_paths_agree(size, powers, dilation, dtype, monkeypatch):
+    # The two implementations of the Fourier path (CPU: real DFT matrices and a butterfly,
+    # custom backward; other devices: torch.fft and autograd) compute the same layer: outputs
+    # and the gradients of every parameter and the input, at fractional magnitudes.
+    torch.manual_seed(20)
+    gens = image_generators(*size, "translation")
+    layer = PowerLayer(gens, powers, 3, 2, dilation, magnitudes=[0.8, 1.3]).to(dtype)
+    x = torch.randn(4, 3, *size, dtype=dtype, requires_grad=True)
+    probe = torch.randn(4, 2, *size, dtype=dtype)
+    results = []
+    for fft in (False, True):
+        monkeypatch.setattr(power, "_FFT_ON_CPU", fft)
+        y = layer(x)
+        grads = torch.autograd.grad((y * probe).sum(), [x, *layer.parameters()])
+        results.append((y, *grads))
+    tol = 1e-12 if dtype == F64 else 2e-5
+    for a, b in zip(*results, strict=True):
+        assert _rel(b, a) < tol
+
+
+def test_fourier_path_with_an_empty_batch(fourier_backend):
     layer = PowerLayer(image_generators(5, 6, "translation"), 1, 2, 3).double()
     x = torch.zeros(0, 2, 5, 6, dtype=F64, requires_grad=True)
     y = layer(x)
@@ -396,7 +426,7 @@ def test_leading_batch_axes_and_vector_inputs():
 # ----------------------------------------------------------------------------- equivariance
 @pytest.mark.parametrize("size", [(7, 9), (6, 8)], ids=["odd", "even"])
 @pytest.mark.parametrize("t", [1.0, 1.3], ids=["t=1", "t=1.3"])
-def test_shift_layer_is_equivariant_to_cyclic_translations(size, t):
+def test_shift_layer_is_equivariant_to_cyclic_translations(size, t, fourier_backend):
     # Every power of a shift generator is circulant, so cyclic-shift equivariance holds for any
     # magnitude (and for even sizes, where exp(d/dx) is not the exact pixel shift).
     torch.manual_seed(3)
@@ -466,7 +496,7 @@ GRAD_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRAD_CASES), ids=list(GRAD_CASES))
-def test_magnitude_gradients_match_finite_differences(case):
+def test_magnitude_gradients_match_finite_differences(case, fourier_backend):
     torch.manual_seed(6)
     layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, 2).double()
     x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
@@ -483,7 +513,7 @@ def test_magnitude_gradients_match_finite_differences(case):
     )
 
 
-def test_cache_follows_the_magnitudes():
+def test_cache_follows_the_magnitudes(fourier_backend):
     torch.manual_seed(7)
     layer = PowerLayer(image_generators(5, 5, "translation"), 1, 1, 2).double().eval()
     x = torch.randn(2, 1, 5, 5, dtype=F64)
