@@ -491,7 +491,14 @@ GRAD_CASES = {
     "fourier": lambda: image_generators(3, 4, "translation"),
     "separable": lambda: image_generators(3, 4, "scaling") + image_generators(3, 4, "shift_x"),
     "dense-spectral": lambda: image_generators(3, 3, "rotation"),
-    "dense-matrix-exp": lambda: [affine_generators(3, 3)[i] for i in (1, 2)],
+    "dense-eigen": lambda: [affine_generators(3, 3)[i] for i in (1, 2)],
+}
+# How each case exponentiates its factors: every method is exercised.
+GRAD_METHODS = {
+    "fourier": {"row": "fourier", "col": "fourier"},
+    "separable": {"row": "eigen", "col": "matrix_exp"},  # the shift makes cond(V) large
+    "dense-spectral": {"dense": "spectral"},
+    "dense-eigen": {"dense": "eigen"},
 }
 
 
@@ -499,6 +506,7 @@ GRAD_CASES = {
 def test_magnitude_gradients_match_finite_differences(case, fourier_backend):
     torch.manual_seed(6)
     layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, 2).double()
+    assert {name: group[2] for name, group in layer._groups.items()} == GRAD_METHODS[case]
     x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
     t0 = (0.3 + 0.2 * torch.rand(layer.num_generators, dtype=F64)).requires_grad_(True)
 
