@@ -172,8 +172,8 @@ class RandomFourierKernel(nn.Module):
 
     filter_basis: Tensor
     domain_basis: Tensor
-    filter_index: Tensor
-    domain_index: Tensor
+    filter_expand: Tensor
+    domain_expand: Tensor
 
     def __init__(
         self,
@@ -200,8 +200,15 @@ class RandomFourierKernel(nn.Module):
         self.angular_domain = _check_dims(angular_domain, domain_dim, "angular_domain")
         filter_index = _frequency_index(filter_dim, self.angular_filter)
         domain_index = _frequency_index(domain_dim, self.angular_domain)
-        self.register_buffer("filter_index", filter_index, persistent=False)
-        self.register_buffer("domain_index", domain_index, persistent=False)
+        # frequencies = omega @ expand: one product whose backward is one product (indexing
+        # omega with repeated indices has an accumulating, on CUDA sorting, backward).
+        for name, index, dim in (
+            ("filter_expand", filter_index, filter_dim),
+            ("domain_expand", domain_index, domain_dim),
+        ):
+            expand = torch.zeros(dim, len(index))
+            expand[index, torch.arange(len(index))] = 1.0
+            self.register_buffer(name, expand, persistent=False)
         self.register_buffer("filter_basis", torch.randn(num_features, len(filter_index)))
         self.register_buffer("domain_basis", torch.randn(num_features, len(domain_index)))
         self.omega = nn.Parameter(torch.full((filter_dim,), _real(omega_init, "omega_init")))
@@ -235,7 +242,7 @@ class RandomFourierKernel(nn.Module):
         r"""Filter block of the first layer plus its bias, ``(..., hidden)``."""
         self._check_coords(filter_coords, self.filter_dim, "filter_coords")
         coords = embed_coordinates(filter_coords, self.angular_filter)
-        frequencies = self.omega[self.filter_index]
+        frequencies = self.omega @ self.filter_expand.to(self.omega)
         return self.filter_layer(self.fourier_features(coords, frequencies, self.filter_basis))
 
     def domain_preactivation(self, domain_coords: Tensor, omega_prime: Tensor | None) -> Tensor:
@@ -248,7 +255,7 @@ class RandomFourierKernel(nn.Module):
                 f"omega_prime must have shape ({self.domain_dim},), got {tuple(omega_prime.shape)}"
             )
         coords = embed_coordinates(domain_coords, self.angular_domain)
-        frequencies = omega_prime[self.domain_index]
+        frequencies = omega_prime @ self.domain_expand.to(omega_prime)
         return self.domain_layer(self.fourier_features(coords, frequencies, self.domain_basis))
 
     @staticmethod
