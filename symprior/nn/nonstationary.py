@@ -103,6 +103,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symprior.groups import SE2, SO2, Group
+from symprior.nn._blas import split_addmm_, split_mm
 from symprior.nn._nonstationary_geometry import (
     RowLayout,
     disk_offsets,
@@ -454,13 +455,15 @@ class _DiskProductFunction(torch.autograd.Function):
                     patches = layout.rows_view(flat, layout.row_start(row), stop - first)
                     plan.kernel_grad(patches, grad_grid, plan.row_of(grad_products, rows, row))
                 values = slice(grid * block.start, grid * block.stop)
-                torch.mm(
+                split_mm(
                     grad_products,
                     head,
                     out=grad_features[values].view(grad_products.shape[0], -1),
                 )
-                grad_head_t.addmm_(
-                    features[values].view(grad_products.shape[0], -1).t(), grad_products
+                split_addmm_(
+                    grad_head_t,
+                    features[values].view(grad_products.shape[0], -1).t(),
+                    grad_products,
                 )
             grad_head = grad_head_t.t().contiguous()
         if not needs[1]:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from symprior.groups import image_coordinates
+from symprior.nn._blas import split_mm
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
 __all__ = [
@@ -527,29 +528,6 @@ def _butterfly_adjoint(spectrum: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
-def _mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    r"""``a @ b`` for the DFT products of :func:`_analyze` and :func:`_synthesize` (one side
-    of 28-30 against tens of thousands), into ``out`` when given.
-
-    With two threads the CPU BLAS runs these products no faster than with one (1.5-2.1 ms
-    against 1.1-1.5 ms for ``(30 x 28) @ (28 x 28672)``; BENCHMARKS.md). A batch of row blocks
-    of ``a`` through ``bmm`` hands each thread its own block and its own part of the output,
-    in the same layout: about 2x faster at two threads. Skinny ``a`` (few rows, each block
-    reading all of ``b``) is split in at most two; tall ``a`` in up to one block per thread.
-    """
-    m = a.shape[0]
-    limit = min(torch.get_num_threads(), m if m >= 256 else 2)
-    split = next((s for s in range(limit, 1, -1) if m % s == 0), 1)
-    if split == 1 or a.device.type != "cpu" or a.numel() == 0 or b.numel() == 0:
-        return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
-    blocks = a.unflatten(0, (split, m // split))
-    shared = b.expand(split, *b.shape)
-    if out is None:
-        return torch.bmm(blocks, shared).view(m, -1)
-    torch.bmm(blocks, shared, out=out.view(split, m // split, -1))
-    return out
-
-
 def _analyze(images: Tensor, mat_w: Tensor, mat_h: Tensor, scratch: Tensor | None = None) -> Tensor:
     r"""Real images ``(n, H, W)`` to their spectrum ``(H Wf, n, 2)``, ``Wf = W // 2 + 1``.
 
@@ -567,9 +545,9 @@ def _analyze(images: Tensor, mat_w: Tensor, mat_h: Tensor, scratch: Tensor | Non
     half = mat_w.shape[0] // 2
     size = 2 * half * n * h
     out = images.new_empty(h * half, n, 2)
-    z = _mm(mat_w, images.reshape(n * h, w).t(), out=out.view(2 * half, n * h))
+    z = split_mm(mat_w, images.reshape(n * h, w).t(), out=out.view(2 * half, n * h))
     scratch = images.new_empty(size) if scratch is None else scratch[:size]
-    parts = _mm(mat_h, z.view(2 * half * n, h).t(), out=scratch.view(h, 2 * half * n))
+    parts = split_mm(mat_h, z.view(2 * half * n, h).t(), out=scratch.view(h, 2 * half * n))
     return _butterfly(parts.view(h, 2, half * n), out.view(h, half * n, 2)).view(h * half, n, 2)
 
 
@@ -583,9 +561,9 @@ def _synthesize(spectrum: Tensor, mat_h: Tensor, mat_w: Tensor) -> Tensor:
     n = spectrum.shape[1]
     half = mat_w.shape[0] // 2
     parts = _butterfly_adjoint(spectrum.view(h, half * n, 2), spectrum.new_empty(h, 2, half * n))
-    z = _mm(parts.view(h, 2 * half * n).t(), mat_h)  # ((p, l, n), H)
+    z = split_mm(parts.view(h, 2 * half * n).t(), mat_h)  # ((p, l, n), H)
     del parts
-    return _mm(z.view(2 * half, n * h).t(), mat_w).view(n, h, w)
+    return split_mm(z.view(2 * half, n * h).t(), mat_w).view(n, h, w)
 
 
 def _analyze_batched(images: Tensor, mat_w: Tensor, mat_h: Tensor) -> Tensor:
@@ -824,8 +802,8 @@ def _fourier_conv(
     parts = _butterfly_adjoint(torch.view_as_real(y).view(h, half * b * o, 2), parts)
     if constant is not None:
         parts[0, 0, : constant.shape[0]] += constant
-    z = _mm(parts.view(h, n_out // h).t(), idft_h, out=scratch[:n_out].view(n_out // h, h))
-    return _mm(z.view(2 * half, b * o * h).t(), idft_w).view(b, o, h, w), spectrum
+    z = split_mm(parts.view(h, n_out // h).t(), idft_h, out=scratch[:n_out].view(n_out // h, h))
+    return split_mm(z.view(2 * half, b * o * h).t(), idft_w).view(b, o, h, w), spectrum
 
 
 def _fourier_conv_backward(
@@ -859,8 +837,8 @@ def _fourier_conv_backward(
         )
         parts = scratch[:n_in].view(h, 2, half * b * c)
         parts = _butterfly_adjoint(grad_spectrum.view(h, half * b * c, 2), parts)
-        z = _mm(parts.view(h, n_in // h).t(), half_h, out=grad_spectrum.view(n_in // h, h))
-        grad_x = _mm(z.view(2 * half, b * c * h).t(), dft_w).view(b, c, h, w)
+        z = split_mm(parts.view(h, n_in // h).t(), half_h, out=grad_spectrum.view(n_in // h, h))
+        grad_x = split_mm(z.view(2 * half, b * c * h).t(), dft_w).view(b, c, h, w)
     return grad_x, grad_kernel, grad_constant
 
 
