@@ -388,6 +388,13 @@ def _as_magnitudes(magnitudes: float | Sequence[float] | Tensor, m: int) -> Tens
     return value
 
 
+def _weight_index(powers: Sequence[int]) -> Tensor:
+    r"""``(N, m)``: for each entry of :math:`\theta`'s power axes (row-major, as
+    ``weight.reshape(out, in, -1)`` flattens them), the index ``i + K`` along each generator."""
+    sizes = [2 * p + 1 for p in powers]
+    return torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, len(powers))
+
+
 def _exponent_table(
     members: Sequence[int], powers: Sequence[int], dilation: int
 ) -> tuple[Tensor, Tensor, list[int]]:
@@ -467,8 +474,13 @@ def _fourier_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, 
     angle_cos = 2 * math.pi * ((k_cos[:, None] * rows[None, :]) % height) / height
     angle_sin = 2 * math.pi * ((k_sin[:, None] * rows[None, :]) % height) / height
     half_h = torch.cat([torch.cos(angle_cos), torch.sin(angle_sin)])
-    order = torch.cat([torch.arange(num_cos), height - torch.arange(1, num_sin + 1)])
-    return dft_w, half_h, idft_w, order
+    return dft_w, half_h, idft_w, _butterfly_order(height)
+
+
+def _butterfly_order(height: int) -> Tensor:
+    r"""The row frequencies in the order :func:`_butterfly` lists them, ``(H,)``."""
+    num_cos, num_sin = height // 2 + 1, (height - 1) // 2
+    return torch.cat([torch.arange(num_cos), height - torch.arange(1, num_sin + 1)])
 
 
 def _butterfly(parts: Tensor, out: Tensor | None = None) -> Tensor:
@@ -1194,7 +1206,7 @@ class PowerLayer(RelaxedModule):
             row_sizes, col_sizes = self._groups["row"][1], self._groups["col"][1]
             # Every index combination of theta lands on one (row combination, column
             # combination) pair; a generator with both factors (scaling) couples the two.
-            grid = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, m)
+            grid = _weight_index(self.powers)
             num_cols = math.prod(col_sizes)
             pair = _ravel(grid[:, [k for k, _ in rows]], row_sizes) * num_cols + _ravel(
                 grid[:, [k for k, _ in cols]], col_sizes
@@ -1501,9 +1513,8 @@ class PowerLayer(RelaxedModule):
             for position, k in enumerate(self._groups["col"][0]):
                 eig[k] += self.get_buffer("col_vectors")[position].cpu()[None, :half]
             if not natural:
-                eig = eig[:, _fourier_matrices(h, w)[3]]
-            sizes = [2 * p + 1 for p in self.powers]
-            index = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, m)
+                eig = eig[:, _butterfly_order(h)]
+            index = _weight_index(self.powers)
             exponent = (index - torch.tensor(self.powers)).to(torch.float64) * self.dilation
             logs = exponent[:, None, :] * eig.reshape(m, -1).T[None]  # (N, F, m)
             self._logs_cache[key] = logs.reshape(-1, m).to(device)
