@@ -33,6 +33,29 @@ __all__ = [
 #: Tolerance below which a rotation of the features is taken as a whole number of grid steps.
 _SNAP = 1e-6
 
+#: Pixels per block of a transposing copy on the CPU (:func:`_transposing_copy`).
+_TRANSPOSE_BLOCK = 256
+
+
+def _transposing_copy(out: Tensor, src: Tensor, dim: int, step: int) -> None:
+    r"""``out.copy_(src)`` for a ``src`` whose memory order differs from ``out``'s, in blocks of
+    ``step`` along ``dim`` on the CPU.
+
+    A transposing copy reads or writes one side with a large stride. Done whole it streams
+    both through the caches; done in blocks of a few hundred pixels the strided side of a block
+    stays in cache: 2-4 times faster for the ``(B, C, H, W)`` <-> pixel-major copies of
+    :class:`RowLayout` at 004's sizes (measured: ``(64 x 16, 784)`` transposed in 0.65 ms
+    against 2.6 ms). Other devices copy in one call (one kernel launch).
+    """
+    size = out.shape[dim]
+    if out.device.type != "cpu" or step >= size:
+        out.copy_(src)
+        return
+    for start in range(0, size, step):
+        out.narrow(dim, start, min(step, size - start)).copy_(
+            src.narrow(dim, start, min(step, size - start))
+        )
+
 
 def disk_offsets(radius: float) -> Tensor:
     r"""Integer pixel offsets ``(K, 2)`` as ``(row, col)`` inside the disk of ``radius`` pixels.
@@ -126,18 +149,16 @@ class RowLayout:
         ``w`` (columns ``-w .. w``).
     base : Tensor
         ``(K,)`` int64 address offsets of the disk offsets.
-    blocked_offset, blocked_address, blocked_position : Tensor
-        ``(grid * K,)`` int64: the disk offset, the address of the input pixel and the grid
-        position of every (position, offset) pair in *row-blocked* order: disk row by disk row,
-        position-major within a row (so disk row ``j``'s block, :meth:`block`, reshapes to
+    blocked_offset, blocked_address : Tensor
+        ``(grid * K,)`` int64: the disk offset and the address of the input pixel of every
+        (position, offset) pair in *row-blocked* order: disk row by disk row, position-major
+        within a row (so disk row ``j``'s block, :meth:`block`, reshapes to
         ``(grid, k1 - k0)``).
-    adjoint_offset : Tensor
-        ``(grid * K,)`` int64: ``blocked_offset`` with each row's offsets reversed, the order in
-        which the adjoint's views read them.
     valid, adjoint_valid : Tensor or None
         ``(grid * K,)`` bool in row-blocked order, zero padding only: whether the pixel at
-        ``n + k`` (``valid``), or at ``n - k`` for ``adjoint_offset`` (``adjoint_valid``), lies
-        in the image's columns. ``None`` for circular padding.
+        ``n + k`` (``valid``), or at ``n - k`` with each row's offsets taken in reverse (the
+        order in which the adjoint's views read them; ``adjoint_valid``), lies in the image's
+        columns. ``None`` for circular padding.
     positions : Tensor
         ``(length, 2)`` float64 pixel positions of the addresses: wrapped into the image for
         circular padding (the value there *is* that pixel); elsewhere any position (the value
@@ -156,8 +177,6 @@ class RowLayout:
     base: Tensor
     blocked_offset: Tensor
     blocked_address: Tensor
-    blocked_position: Tensor
-    adjoint_offset: Tensor
     valid: Tensor | None
     adjoint_valid: Tensor | None
     positions: Tensor
@@ -208,17 +227,23 @@ class RowLayout:
     def to_grid(self, x: Tensor) -> Tensor:
         r"""``(B, C, H, W)`` -> ``(grid, B, C)``, zero on junk columns."""
         if self.row_width == self.width:
-            # A plain 2-D transpose (B C, H W) -> (H W, B C): the fast copy path.
-            pixels = x.reshape(-1, self.grid_size).t().contiguous()
-            return pixels.view(self.grid_size, *x.shape[:2])
+            # A plain 2-D transpose (B C, H W) -> (H W, B C).
+            pixels = x.reshape(-1, self.grid_size)
+            out = pixels.new_empty(self.grid_size, pixels.shape[0])
+            _transposing_copy(out, pixels.t(), 0, _TRANSPOSE_BLOCK)
+            return out.view(self.grid_size, *x.shape[:2])
         grid = x.new_zeros(self.height, self.row_width, *x.shape[:2])
-        grid[:, : self.width] = x.permute(2, 3, 0, 1)
+        step = max(1, _TRANSPOSE_BLOCK // self.width)
+        _transposing_copy(grid[:, : self.width], x.permute(2, 3, 0, 1), 0, step)
         return grid.view(self.grid_size, *x.shape[:2])
 
     def from_grid(self, y: Tensor) -> Tensor:
         r"""``(grid, C, B)`` -> ``(B, C, H, W)``, dropping junk columns."""
         image = y.view(self.height, self.row_width, *y.shape[1:])[:, : self.width]
-        return image.permute(3, 2, 0, 1).contiguous()
+        out = y.new_empty(y.shape[2], y.shape[1], self.height, self.width)
+        step = max(1, _TRANSPOSE_BLOCK // 2 // self.width)
+        _transposing_copy(out, image.permute(3, 2, 0, 1), 2, step)
+        return out
 
     def rows_view(self, flat: Tensor, start: int, count: int) -> Tensor:
         r"""The strided view ``(grid, count * C, B)`` of ``flat`` ``(length, C, B)`` whose entry
@@ -260,8 +285,6 @@ def row_layout(
     count = len(grid)
     blocked_offset = torch.cat([k.expand(count, -1).reshape(-1) for k in blocks])
     blocked_address = torch.cat([(grid + base[k]).reshape(-1) for k in blocks])
-    blocked_position = torch.cat([grid.expand(-1, len(k)).reshape(-1) for k in blocks])
-    adjoint_offset = torch.cat([k.flip(0).expand(count, -1).reshape(-1) for k in blocks])
     valid = adjoint_valid = None
     if not circular:
         dc = off[:, 1]
@@ -292,8 +315,6 @@ def row_layout(
         base,
         blocked_offset,
         blocked_address,
-        blocked_position,
-        adjoint_offset,
         valid,
         adjoint_valid,
         positions,

@@ -227,26 +227,30 @@ class _DiskProduct:
 
     Channels are ``Cin = I * S`` (input channel major, then input rotation) and ``Cout = O * R``.
     The kernel at grid position ``n`` and disk offset ``k`` is the ``(Cin, Cout)`` matrix
-    ``head @ features[n, k, s, r]``: ``features`` ``(grid * K, S, R, J + 1)`` are the cosine
-    features of the kernel net (004 eq. 8) with a trailing constant 1, in the row-blocked order
-    of :class:`~symprior.nn._nonstationary_geometry.RowLayout`; ``head`` ``(I * O, J + 1)`` is
-    its output layer with the bias as last column (features of pairs that zero padding masks
-    are zero). ``filter_pre`` ``(K, S, R, J + 1)`` and ``domain_pre`` ``(grid, S | 1, R | 1,
-    J + 1)`` (detached, last column zero) are the first layer's pre-activations at each offset
-    and at each grid position's own pixel: the backward pass builds from them the kernels acting
-    *on* a pixel (the adjoint, :meth:`adjoint_features`).
+    ``head @ features[n, k, s, r]``, where ``head`` ``(I * O, J + 1)`` is the kernel net's
+    output layer with the bias as last column and ``features`` its cosine features
+    (004 eq. 8), ``cos(zf[k] + zd[n + k])``: ``zf`` ``(K, S, R, J + 1)`` holds the first
+    layer's pre-activations of the offsets and ``zd`` ``(length, S | 1, R | 1, J + 1)`` those of
+    the pixels at each address of the flat layout, both with a zero last column (the constant
+    feature ``cos 0 = 1`` that carries the bias). With zero padding, pairs reaching past a
+    side of the image get zero features (:attr:`RowLayout.valid`).
+
+    ``features`` are kept in the row-blocked order of
+    :class:`~symprior.nn._nonstationary_geometry.RowLayout`, ``(grid * K, S, R, J + 1)``; in that
+    order the pixels a disk row reads are the strided view ``zd[n + row_start + j]`` and no
+    index is gathered (:meth:`preactivations`).
     """
 
     layout: RowLayout
     in_channels: int
     out_channels: int
-    filter_pre: Tensor
-    domain_pre: Tensor
+    in_rotations: int
+    out_rotations: int
 
     @property
     def pair_numel(self) -> int:
         r"""Kernel entries per (position, offset) pair, ``S R I O``."""
-        rotations = self.filter_pre[0, ..., 0].numel()
+        rotations = self.in_rotations * self.out_rotations
         return rotations * self.in_channels * self.out_channels
 
     def groups(self, element_size: int) -> list[tuple[int, int]]:
@@ -276,16 +280,72 @@ class _DiskProduct:
         largest = max(block.stop - block.start for block in sizes)
         return like.new_empty(self.layout.grid_size * largest * self.pair_numel)
 
-    def adjoint_features(self) -> Tensor:
-        r"""Features of the kernels acting on each grid position's own pixel, ``(grid * K, S,
-        R, J + 1)`` in row-blocked order with each row's offsets reversed (the adjoint's
-        order)."""
+    def _row_block(self, values: Tensor, row: int) -> Tensor:
+        r"""Disk row ``row``'s block ``(grid, n, S, R, J + 1)`` of row-blocked ``values``."""
+        return values[self.layout.block(row)].view(self.layout.grid_size, -1, *values.shape[1:])
+
+    def _pixels(self, zd: Tensor, start: int, count: int) -> Tensor:
+        r"""The overlapping view ``(grid, count, S | 1, R | 1, J + 1)`` of ``zd`` whose entry
+        ``[n, j]`` is ``zd[n + start + j]``."""
+        step = zd.stride(0)
+        return zd.as_strided(
+            (self.layout.grid_size, count, *zd.shape[1:]),
+            (step, step, *zd.stride()[1:]),
+            zd.storage_offset() + start * step,
+        )
+
+    def preactivations(self, zf: Tensor, zd: Tensor, adjoint: bool = False) -> Tensor:
+        r"""``zf[k] + zd[n + k]`` for every (position ``n``, offset ``k``) pair, row-blocked
+        ``(grid * K, S, R, J + 1)``: one broadcast sum per disk row, with no gather.
+
+        ``adjoint=True`` gives the pre-activations of the kernels acting *on* each position's
+        own pixel, ``zf[k] + zd[n]``, with each row's offsets reversed (the order in which the
+        adjoint's views read them).
+        """
         layout = self.layout
-        pre = self.filter_pre.index_select(0, layout.adjoint_offset)
-        own = torch.cos(pre.add_(self.domain_pre.index_select(0, layout.blocked_position)))
-        if layout.adjoint_valid is not None:
-            own.view(own.shape[0], -1).mul_(layout.adjoint_valid.to(own.dtype)[:, None])
-        return own
+        grid = layout.grid_size
+        out = zf.new_empty(grid * zf.shape[0], *zf.shape[1:])
+        own = layout.address(0, 0)
+        for row, (first, stop, _, _) in enumerate(layout.rows):
+            block = self._row_block(out, row)
+            if adjoint:
+                torch.add(zd[own : own + grid, None], zf[first:stop].flip(0), out=block)
+            else:
+                pixels = self._pixels(zd, layout.row_start(row), stop - first)
+                torch.add(pixels, zf[first:stop], out=block)
+        return out
+
+    def features(self, zf: Tensor, zd: Tensor, adjoint: bool = False) -> Tensor:
+        r"""The cosine features of :meth:`preactivations`, zero on masked pairs."""
+        out = self.preactivations(zf, zd, adjoint).cos_()
+        valid = self.layout.adjoint_valid if adjoint else self.layout.valid
+        if valid is not None:
+            out.view(len(valid), -1).mul_(valid[:, None])
+        return out
+
+    def preactivation_grads(
+        self, zf: Tensor, zd: Tensor, grad: Tensor, need_zf: bool, need_zd: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        r"""Gradients of ``zf`` and ``zd`` from ``grad``, *minus* the gradient of
+        :meth:`features` (overwritten): times :math:`\sin` of the pre-activations and the mask
+        (the cosine's derivative), then summed over positions for ``zf`` and added to the pixel
+        each pair reads for ``zd`` (one ``index_add_``)."""
+        layout = self.layout
+        grad.mul_(self.preactivations(zf, zd).sin_())
+        if layout.valid is not None:
+            grad.view(len(layout.valid), -1).mul_(layout.valid[:, None])
+        grad_zf = grad_zd = None
+        if need_zf:
+            grad_zf = zf.new_empty(zf.shape)
+            for row, (first, stop, _, _) in enumerate(layout.rows):
+                torch.sum(self._row_block(grad, row), 0, out=grad_zf[first:stop])
+        if need_zd:
+            # The axes that zd broadcasts over (one domain rotation for all kernel rotations).
+            broadcast = tuple(1 + d for d in range(2) if zd.shape[1 + d] != zf.shape[1 + d])
+            if broadcast:
+                grad = grad.sum(broadcast, keepdim=True)
+            grad_zd = zd.new_zeros(zd.shape).index_add_(0, layout.blocked_address, grad)
+        return grad_zf, grad_zd
 
     def head_products(
         self, features: Tensor, head: Tensor, rows: tuple[int, int], workspace: Tensor
@@ -334,7 +394,7 @@ class _DiskProduct:
         start = self.offsets(rows).start
         part = products.view(grid * (self.offsets(rows).stop - start), -1)
         part = part[grid * (first - start) : grid * (stop - start)]
-        return part.view(grid, stop - first, *self.filter_pre.shape[1:3], -1)
+        return part.view(grid, stop - first, self.in_rotations, self.out_rotations, -1)
 
     def kernel(self, part: Tensor) -> Tensor:
         r"""``(grid, n, S, R, I * O)`` -> kernels ``(grid, n * I * S, O * R)``, rows
@@ -379,35 +439,40 @@ def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> T
 class _DiskProductFunction(torch.autograd.Function):
     r"""``out[n] = sum_k kernel[n, k]^T x[n + k]`` over the support disk: 004 eq. 2 on pixels.
 
-    Inputs ``x`` ``(B, Cin, H, W)``, ``features``, ``head`` (see :class:`_DiskProduct`); output
-    ``(B, Cout, H, W)``. The sum is one batched matrix product over grid positions per *row of
-    the support disk* (``2 floor(rho) + 1`` of them, whatever the image and batch size): the
-    input patches of a row are a strided view of the flat padded image
-    (:class:`~symprior.nn._nonstationary_geometry.RowLayout`), never gathered. The kernels are
-    built by one product with the kernel net's output layer per group of rows
-    (:data:`_KERNEL_BYTES`; one group at the sizes of 004) into a reused buffer. The backward
-    pass is made of the same products: the input gradient reads the output gradient at
-    :math:`n - k` against the kernels acting on pixel :math:`n`
-    (:meth:`_DiskProduct.adjoint_features`), the kernel gradient reads the input patches against
-    the output gradient and goes straight to ``features`` and ``head``. With ``create_graph``
-    (double backward, e.g. Hessians over :math:`\omega'`) the backward instead differentiates a
-    gather-based twin of the forward (:func:`_disk_product_reference`), whose graph autograd can
-    differentiate again.
+    Inputs ``x`` ``(B, Cin, H, W)``, ``zf``, ``zd``, ``head`` (see :class:`_DiskProduct`);
+    output ``(B, Cout, H, W)``. The kernel net's cosine features are evaluated here, one
+    broadcast sum per disk row (:meth:`_DiskProduct.features`), so that neither they nor their
+    gradient pass through gathers and scatters. The sum over the disk is one batched matrix
+    product over grid positions per *row of the support disk* (``2 floor(rho) + 1`` of them,
+    whatever the image and batch size): the input patches of a row are a strided view of the
+    flat padded image (:class:`~symprior.nn._nonstationary_geometry.RowLayout`), never
+    gathered. The kernels are built by one product with the kernel net's output layer per group
+    of rows (:data:`_KERNEL_BYTES`; one group at the sizes of 004) into a reused buffer. The
+    backward pass is made of the same products: the input gradient reads the output gradient at
+    :math:`n - k` against the kernels acting on pixel :math:`n` (``features(adjoint=True)``),
+    the kernel gradient reads the input patches against the output gradient and goes straight
+    to ``head`` and, through the cosine's derivative, to ``zf`` and ``zd``
+    (:meth:`_DiskProduct.preactivation_grads`). With ``create_graph`` (double backward, e.g.
+    Hessians over :math:`\omega'`) the backward instead differentiates a gather-based twin of
+    the forward (:func:`_disk_product_reference`), whose graph autograd can differentiate again.
     """
 
     @staticmethod
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: Tensor,
-        features: Tensor,
+        zf: Tensor,
+        zd: Tensor,
         head: Tensor,
         plan: _DiskProduct,
     ) -> Tensor:
         layout = plan.layout
+        zf, zd = zf.contiguous(), zd.contiguous()
+        features = plan.features(zf, zd)
         flat = layout.flatten(x)
         workspace = plan.workspace(features)
         out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
-        ctx.save_for_backward(x, features, head, flat)
+        ctx.save_for_backward(x, zf, zd, head, features, flat)
         ctx.plan = plan  # type: ignore[attr-defined]
         # Scratch space, reused by the backward pass: one large allocation fewer per step.
         ctx.workspace = workspace  # type: ignore[attr-defined]
@@ -417,36 +482,38 @@ class _DiskProductFunction(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, ...]:
-        x, features, head, flat = ctx.saved_tensors  # type: ignore[attr-defined]
+        x, zf, zd, head, features, flat = ctx.saved_tensors  # type: ignore[attr-defined]
         workspace: Tensor = ctx.workspace  # type: ignore[attr-defined]
         plan: _DiskProduct = ctx.plan  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad[:4]  # type: ignore[attr-defined]
         if torch.is_grad_enabled():
-            inputs = [t for t, need in zip((x, features, head), needs, strict=True) if need]
-            out = _disk_product_reference(x, features, head, plan)
+            inputs = [t for t, need in zip((x, zf, zd, head), needs, strict=True) if need]
+            out = _disk_product_reference(x, zf, zd, head, plan)
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
             return *(next(grads) if need else None for need in needs), None
         layout = plan.layout
-        groups = plan.groups(features.element_size())
-        grad_x = grad_features = grad_head = None
+        grad_x = grad_zf = grad_zd = grad_head = None
         if needs[0]:
             acc = plan.contract(
                 layout.flatten(grad),
-                plan.adjoint_features(),
+                plan.features(zf, zd, adjoint=True),
                 plan.transposed_head(head),
                 plan.adjoint_kernel,
                 layout.adjoint_start,
                 workspace,
             )
             grad_x = layout.from_grid(acc)
-        if needs[1] or needs[2]:
+        need_pre = needs[1] or needs[2]
+        if need_pre or needs[3]:
             grad_grid = layout.to_grid(grad)  # (grid, B, Cout), zero on junk columns
-            grad_features = torch.empty_like(features)
+            # Minus the features' gradient: the cosine's derivative is -sin.
+            grad_pre = torch.empty_like(features) if need_pre else None
+            neg_head = -head
             # Accumulated transposed, (J + 1, I O): features^T @ grad_products reads both
             # operands in the order the BLAS prefers (about 1.4x faster than the transpose).
-            grad_head_t = head.new_zeros(head.shape[1], head.shape[0])
+            grad_head_t = head.new_zeros(head.shape[1], head.shape[0]) if needs[3] else None
             grid = layout.grid_size
-            for rows in groups:
+            for rows in plan.groups(features.element_size()):
                 block = plan.offsets(rows)
                 count = grid * (block.stop - block.start) * plan.pair_numel
                 grad_products = workspace[:count].view(-1, head.shape[0])
@@ -455,30 +522,35 @@ class _DiskProductFunction(torch.autograd.Function):
                     patches = layout.rows_view(flat, layout.row_start(row), stop - first)
                     plan.kernel_grad(patches, grad_grid, plan.row_of(grad_products, rows, row))
                 values = slice(grid * block.start, grid * block.stop)
-                split_mm(
-                    grad_products,
-                    head,
-                    out=grad_features[values].view(grad_products.shape[0], -1),
-                )
-                split_addmm_(
-                    grad_head_t,
-                    features[values].view(grad_products.shape[0], -1).t(),
-                    grad_products,
-                )
-            grad_head = grad_head_t.t().contiguous()
-        if not needs[1]:
-            grad_features = None
-        if not needs[2]:
-            grad_head = None
-        return grad_x, grad_features, grad_head, None
+                if grad_pre is not None:
+                    split_mm(
+                        grad_products,
+                        neg_head,
+                        out=grad_pre[values].view(grad_products.shape[0], -1),
+                    )
+                if grad_head_t is not None:
+                    split_addmm_(
+                        grad_head_t,
+                        features[values].view(grad_products.shape[0], -1).t(),
+                        grad_products,
+                    )
+            if grad_head_t is not None:
+                grad_head = grad_head_t.t().contiguous()
+            if grad_pre is not None:
+                grad_zf, grad_zd = plan.preactivation_grads(zf, zd, grad_pre, needs[1], needs[2])
+        return grad_x, grad_zf, grad_zd, grad_head, None
 
 
 def _disk_product_reference(
-    x: Tensor, features: Tensor, head: Tensor, plan: _DiskProduct
+    x: Tensor, zf: Tensor, zd: Tensor, head: Tensor, plan: _DiskProduct
 ) -> Tensor:
-    r""":class:`_DiskProductFunction` with gathered patches and whole-tensor operations, for
-    double backward (memory ``grid * K * Cin * B``)."""
+    r""":class:`_DiskProductFunction` with gathered features and patches and whole-tensor
+    operations, for double backward (memory ``grid * K * Cin * B``)."""
     layout = plan.layout
+    pre = zf.index_select(0, layout.blocked_offset) + zd.index_select(0, layout.blocked_address)
+    features = torch.cos(pre)
+    if layout.valid is not None:
+        features = features * layout.valid.to(features.dtype)[:, None, None, None]
     flat = layout.flatten(x)
     index = torch.arange(layout.grid_size, device=x.device)[:, None] + layout.base[None, :]
     patches = flat.index_select(0, index.reshape(-1)).view(layout.grid_size, -1, x.shape[0])
@@ -674,7 +746,6 @@ class _PlanarLayer(_NonStationaryLayer):
         # Soft translation: a kernel per grid position and offset, 004 eq. 8 with the position
         # of the input pixel in the domain coordinates (see _DiskProductFunction).
         layout = self._layout(height, width, x.device)
-        grid = layout.grid_size
         coords = domain_coords.to(x.device)[None].repeat(layout.length, 1, 1, 1)
         coords[..., :2] = (layout.positions / self._domain_scale(height, width))[:, None, None]
         zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (L, Rd, Sd, J)
@@ -682,17 +753,10 @@ class _PlanarLayer(_NonStationaryLayer):
         # output layer's bias.
         zd = F.pad(zd.transpose(1, 2), (0, 1))  # (L, Sd, Rd, J + 1)
         zf = F.pad(zf.permute(2, 1, 0, 3), (0, 1))  # (K, S, R, J + 1)
-        pre = zf.index_select(0, layout.blocked_offset)  # (grid * K, S, R, J + 1)
-        pre = pre.add_(zd.index_select(0, layout.blocked_address))
-        features = self.kernel.hidden_features(pre)  # (grid * K, S, R, J + 1), row-blocked
-        if layout.valid is not None:  # zero padding: kernels reaching past a side are zero
-            valid = layout.valid.to(dtype)[:, None]
-            features = (features.view(len(valid), -1) * valid).view(features.shape)
-        own = layout.address(0, 0)
-        plan = _DiskProduct(layout, n_in, n_out, zf.detach(), zd[own : own + grid].detach())
+        plan = _DiskProduct(layout, n_in, n_out, rotations_in, rotations_out)
         layer = self.kernel.output_layer
         head = torch.cat([layer.weight, layer.bias[:, None]], 1)
-        out = _DiskProductFunction.apply(x, features, head, plan)
+        out = _DiskProductFunction.apply(x, zf, zd, head, plan)
         if rotations_in > 1:
             out = out * norm
         return out.view(batch, n_out, rotations_out, height, width)

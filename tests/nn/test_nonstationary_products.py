@@ -66,9 +66,7 @@ def test_row_groups_respect_the_kernel_budget(monkeypatch):
     x = _input("SE2-gconv", 6, 9)
     layout = layer._layout(6, 9, x.device)
     # 21 offsets in 5 disk rows; 3 x 3 rotation pairs, 2 x 3 channels, 6 features.
-    plan = nonstationary._DiskProduct(
-        layout, 2, 3, torch.zeros(21, 3, 3, 6, dtype=F64), torch.zeros(54, 3, 1, 6, dtype=F64)
-    )
+    plan = nonstationary._DiskProduct(layout, 2, 3, 3, 3)
     assert plan.groups(8) == [(0, 5)]
     per_offset = layout.grid_size * 3 * 3 * 2 * 3 * 8
     monkeypatch.setattr(nonstationary, "_KERNEL_BYTES", 10 * per_offset)
