@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -180,6 +180,20 @@ class RowLayout:
     valid: Tensor | None
     adjoint_valid: Tensor | None
     positions: Tensor
+    _masks: dict[tuple[bool, torch.dtype], Tensor] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def mask(self, adjoint: bool, dtype: torch.dtype) -> Tensor | None:
+        r"""``valid`` (or ``adjoint_valid``) as a ``(grid * K, 1)`` column of ``dtype`` to
+        multiply by, cached; ``None`` for circular padding."""
+        valid = self.adjoint_valid if adjoint else self.valid
+        if valid is None:
+            return None
+        key = (adjoint, dtype)
+        if key not in self._masks:
+            self._masks[key] = valid.to(dtype)[:, None]
+        return self._masks[key]
 
     @property
     def grid_size(self) -> int:
