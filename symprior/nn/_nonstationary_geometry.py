@@ -220,11 +220,13 @@ class RowLayout:
         _, _, dr, half = self.rows[row]
         return self.address(-dr, -half)
 
-    def flatten(self, x: Tensor) -> Tensor:
-        r"""``(B, C, H, W)`` -> the flat padded array ``(length, C, B)``."""
+    def flatten(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        r"""``(B, C, H, W)`` -> the flat padded array ``(length, C, B)`` (in ``out``, a buffer of
+        as many elements, if given)."""
         batch, channels, height, width = x.shape
         r, wp = self.reach, self.row_width
-        flat = x.new_empty(self.length, channels, batch)
+        shape = (self.length, channels, batch)
+        flat = x.new_empty(shape) if out is None else out.view(shape)
         top = self.lead + r * wp
         # Everything but the image rows' stored columns is padding: zero it, then copy.
         flat[:top] = 0.0
@@ -238,15 +240,19 @@ class RowLayout:
             flat[top + height * wp : top + (height + r) * wp] = flat[top : top + r * wp]
         return flat
 
-    def to_grid(self, x: Tensor) -> Tensor:
-        r"""``(B, C, H, W)`` -> ``(grid, B, C)``, zero on junk columns."""
+    def to_grid(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        r"""``(B, C, H, W)`` -> ``(grid, B, C)``, zero on junk columns (in ``out``, a buffer of
+        as many elements, if given)."""
+        if out is None:
+            out = x.new_empty(self.grid_size * x.shape[0] * x.shape[1])
         if self.row_width == self.width:
             # A plain 2-D transpose (B C, H W) -> (H W, B C).
             pixels = x.reshape(-1, self.grid_size)
-            out = pixels.new_empty(self.grid_size, pixels.shape[0])
+            out = out.view(self.grid_size, pixels.shape[0])
             _transposing_copy(out, pixels.t(), 0, _TRANSPOSE_BLOCK)
             return out.view(self.grid_size, *x.shape[:2])
-        grid = x.new_zeros(self.height, self.row_width, *x.shape[:2])
+        grid = out.view(self.height, self.row_width, *x.shape[:2])
+        grid[:, self.width :] = 0.0
         step = max(1, _TRANSPOSE_BLOCK // self.width)
         _transposing_copy(grid[:, : self.width], x.permute(2, 3, 0, 1), 0, step)
         return grid.view(self.grid_size, *x.shape[:2])

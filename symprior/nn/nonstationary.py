@@ -95,6 +95,7 @@ the strict convolution's time), which is why the layer uses the per-position pro
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -220,6 +221,37 @@ def _check_fits(radius: float, height: int, width: int) -> None:
 #: stays bounded for wide layers.
 _KERNEL_BYTES = 32 << 20
 
+#: Per-thread scratch buffers of the CPU kernel products, by slot and dtype (:func:`_scratch`).
+_SCRATCH = threading.local()
+
+#: Largest scratch buffer kept between calls; larger requests are allocated afresh, so that
+#: one large batch does not pin its memory for the rest of the process.
+_SCRATCH_BYTES = 48 << 20
+
+
+def _scratch(numel: int, like: Tensor, slot: str) -> Tensor:
+    r"""``numel`` elements of scratch space of ``like``'s dtype and device for ``slot``.
+
+    On the CPU each slot's buffer is kept between calls, one per thread and dtype, grown to the
+    largest request up to :data:`_SCRATCH_BYTES`: the kernels of one group of disk rows
+    (``"kernels"``, about :data:`_KERNEL_BYTES`) and the few image-sized temporaries that die
+    within a pass (about 50 MB per thread in all at 004's sizes). Fresh
+    buffers of these sizes come from the operating system as new pages whenever the allocator
+    has returned the last ones, and zeroing and mapping them costs 10-40 ms per forward +
+    backward at 004's sizes (up to 16000 page faults per step, measured), as much as a third
+    of the layer. A slot holds no state between uses: every user writes it before reading it,
+    and the uses within a thread never overlap (a pass over a layer runs to its end before
+    another starts on that thread). Tensors kept for the backward pass or returned are never
+    scratch. Other devices allocate normally (CUDA's caching allocator already reuses memory).
+    """
+    if like.device.type != "cpu" or numel * like.element_size() > _SCRATCH_BYTES:
+        return like.new_empty(numel)
+    buffers: dict[tuple[str, torch.dtype], Tensor] = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get((slot, like.dtype))
+    if buffer is None or buffer.numel() < numel:
+        buffer = buffers[slot, like.dtype] = like.new_empty(numel)
+    return buffer[:numel]
+
 
 @dataclass(frozen=True, eq=False)
 class _DiskProduct:
@@ -274,14 +306,12 @@ class _DiskProduct:
         return slice(self.layout.rows[rows[0]][0], self.layout.rows[rows[1] - 1][1])
 
     def workspace(self, like: Tensor) -> Tensor:
-        r"""A buffer for the kernels (or kernel gradients) of the largest group of rows.
-
-        One buffer reused throughout spares the page faults of fresh multi-megabyte
-        allocations, which on CPU cost about as much as the products themselves.
-        """
+        r"""A buffer for the kernels (or kernel gradients) of the largest group of rows, from
+        :func:`_scratch`: reused by every group, by the backward pass, and on the CPU by later
+        calls."""
         sizes = [self.offsets(rows) for rows in self.groups(like.element_size())]
         largest = max(block.stop - block.start for block in sizes)
-        return like.new_empty(self.layout.grid_size * largest * self.pair_numel)
+        return _scratch(self.layout.grid_size * largest * self.pair_numel, like, "kernels")
 
     def _row_block(self, values: Tensor, row: int) -> Tensor:
         r"""Disk row ``row``'s block ``(grid, n, S, R, J + 1)`` of row-blocked ``values``."""
@@ -297,21 +327,27 @@ class _DiskProduct:
             zd.storage_offset() + start * step,
         )
 
-    def preactivations(self, zf: Tensor, zd: Tensor, adjoint: bool = False) -> Tensor:
+    def preactivations(
+        self, zf: Tensor, zd: Tensor, adjoint: bool = False, scratch: bool = False
+    ) -> Tensor:
         r"""``zf[k] + zd[n + k]`` for every (position ``n``, offset ``k``) pair, row-blocked
         ``(grid * K, S, R, J + 1)`` with a zero last column (the bias's constant feature is its
         cosine): one broadcast sum per disk row, with no gather.
 
         ``adjoint=True`` gives the pre-activations of the kernels acting *on* each position's
         own pixel, ``zf[k] + zd[n]``, with each row's offsets reversed (the order in which the
-        adjoint's views read them).
+        adjoint's views read them). ``scratch=True`` puts them in a :func:`_scratch` buffer.
         """
         layout = self.layout
         grid = layout.grid_size
         # Padded here (small tensors) so that the sums below write whole contiguous rows:
         # elementwise passes over J-of-(J + 1) strided views cost about twice as much.
         zf, zd = F.pad(zf, (0, 1)), F.pad(zd, (0, 1))
-        out = zf.new_empty(grid * zf.shape[0], *zf.shape[1:])
+        shape = (grid * zf.shape[0], *zf.shape[1:])
+        if scratch:
+            out = _scratch(math.prod(shape), zf, "adjoint features").view(shape)
+        else:
+            out = zf.new_empty(shape)
         own = layout.address(0, 0)
         for row, (first, stop, _, _) in enumerate(layout.rows):
             block = self._row_block(out, row)
@@ -327,8 +363,9 @@ class _DiskProduct:
     ) -> tuple[Tensor, Tensor | None]:
         r"""The cosine features of :meth:`preactivations`, zero on masked pairs, and with
         ``sine=True`` the sines of the same pre-activations, also masked (what the backward
-        pass needs of them: :meth:`preactivation_grads`)."""
-        pre = self.preactivations(zf, zd, adjoint)
+        pass needs of them: :meth:`preactivation_grads`). The adjoint's, used only within the
+        backward pass, are scratch."""
+        pre = self.preactivations(zf, zd, adjoint, scratch=adjoint)
         sines = torch.sin(pre) if sine else None
         out = pre.cos_()
         mask = self.layout.mask(adjoint, out.dtype)
@@ -389,15 +426,19 @@ class _DiskProduct:
         gradient with the adjoint's features, :meth:`adjoint_kernel` and reversed rows.
         """
         layout = self.layout
-        out = None
+        out = flat  # replaced at the first row
         for rows in self.groups(features.element_size()):
             products = self.head_products(features, head, rows, workspace)
             for row in range(*rows):
                 ker = arrange(self.row_of(products, rows, row)).transpose(1, 2)
                 first, stop = layout.rows[row][:2]
                 patches = layout.rows_view(flat, start(row), stop - first)
-                out = torch.bmm(ker, patches) if out is None else out.baddbmm_(ker, patches)
-        assert out is not None
+                if row == 0:
+                    shape = (layout.grid_size, ker.shape[1], flat.shape[2])
+                    out = _scratch(math.prod(shape), flat, "grid").view(shape)
+                    torch.bmm(ker, patches, out=out)
+                else:
+                    out.baddbmm_(ker, patches)
         return out
 
     def row_of(self, products: Tensor, rows: tuple[int, int], row: int) -> Tensor:
@@ -486,8 +527,6 @@ class _DiskProductFunction(torch.autograd.Function):
         out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
         ctx.save_for_backward(x, zf, zd, head, features, sines, flat)  # type: ignore[arg-type]
         ctx.plan = plan  # type: ignore[attr-defined]
-        # Scratch space, reused by the backward pass: one large allocation fewer per step.
-        ctx.workspace = workspace  # type: ignore[attr-defined]
         return layout.from_grid(out)
 
     @staticmethod
@@ -495,7 +534,6 @@ class _DiskProductFunction(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, ...]:
         x, zf, zd, head, features, sines, flat = ctx.saved_tensors  # type: ignore[attr-defined]
-        workspace: Tensor = ctx.workspace  # type: ignore[attr-defined]
         plan: _DiskProduct = ctx.plan  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad[:4]  # type: ignore[attr-defined]
         if torch.is_grad_enabled():
@@ -504,10 +542,12 @@ class _DiskProductFunction(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
             return *(next(grads) if need else None for need in needs), None
         layout = plan.layout
+        workspace = plan.workspace(features)
         grad_x = grad_zf = grad_zd = grad_head = None
         if needs[0]:
+            numel = grad.shape[0] * grad.shape[1] * layout.length
             acc = plan.contract(
-                layout.flatten(grad),
+                layout.flatten(grad, _scratch(numel, grad, "flat gradient")),
                 plan.features(zf, zd, adjoint=True)[0],
                 plan.transposed_head(head),
                 plan.adjoint_kernel,
@@ -517,11 +557,14 @@ class _DiskProductFunction(torch.autograd.Function):
             grad_x = layout.from_grid(acc)
         need_pre = needs[1] or needs[2]
         if need_pre or needs[3]:
-            grad_grid = layout.to_grid(grad)  # (grid, B, Cout), zero on junk columns
+            numel = layout.grid_size * grad.shape[0] * grad.shape[1]
+            # (grid, B, Cout), zero on junk columns
+            grad_grid = layout.to_grid(grad, _scratch(numel, grad, "grid gradient"))
             # Minus the cosine features' gradient (the cosine's derivative is -sin), without the
             # bias's constant: J = 32 columns rather than 33 also suit the vector width (~1.3x
             # faster product).
-            grad_pre = features.new_empty(*features.shape[:-1], zf.shape[-1]) if need_pre else None
+            shape = (*features.shape[:-1], zf.shape[-1])
+            grad_pre = _scratch(math.prod(shape), zf, "pre").view(shape) if need_pre else None
             neg_head = -head[:, :-1]
             # Accumulated transposed, (J + 1, I O): features^T @ grad_products reads both
             # operands in the order the BLAS prefers (about 1.4x faster than the transpose).

@@ -129,3 +129,44 @@ def test_products_do_not_loop_over_pixels(kind, soft):
         names = [event.name for event in prof.events()]
         counts.append(sum(name in ("aten::bmm", "aten::baddbmm_") for name in names))
     assert counts == [5, 5]
+
+
+def test_scratch_buffers_are_safe_across_overlapping_calls():
+    # The kernel products reuse per-thread scratch buffers between calls. Two forward passes of
+    # one layer and one of a layer of another size before a single backward (as REMUL's f(x)
+    # and f(g x) do) must give the gradients of separate, gathered computations.
+    big = _layer("T2-conv", "translation", "zeros")
+    small = _layer("SE2-lift", "both", "circular", radius=1.5, seed=3)
+    x1 = _input("T2-conv", 7, 8).requires_grad_()
+    x2 = _input("T2-conv", 7, 8, seed=2).requires_grad_()
+    x3 = _input("SE2-lift", 5, 6, seed=5).requires_grad_()
+    gen = torch.Generator().manual_seed(6)
+
+    def loss(create_graph):
+        outs = [big(x1), small(x3, grid_offset=0.3), big(x2)]
+        probes = [
+            torch.randn(o.shape, generator=gen.manual_seed(6 + i), dtype=F64)
+            for i, o in enumerate(outs)
+        ]
+        total = sum((o * p).sum() for o, p in zip(outs, probes, strict=True))
+        inputs = [x1, x2, x3, *big.parameters(), *small.parameters()]
+        return torch.autograd.grad(total, inputs, create_graph=create_graph)
+
+    fast = loss(create_graph=False)
+    reference = loss(create_graph=True)  # the gather-based twin, no scratch
+    for a, b in zip(fast, reference, strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-11)
+
+
+def test_scratch_keeps_small_buffers_and_allocates_large_ones(monkeypatch):
+    like = torch.zeros(1, dtype=F64)
+    first = nonstationary._scratch(100, like, "test slot")
+    assert nonstationary._scratch(60, like, "test slot").data_ptr() == first.data_ptr()
+    assert nonstationary._scratch(60, like, "other slot").data_ptr() != first.data_ptr()
+    grown = nonstationary._scratch(200, like, "test slot")
+    assert grown.numel() == 200
+    assert nonstationary._scratch(150, like, "test slot").data_ptr() == grown.data_ptr()
+    monkeypatch.setattr(nonstationary, "_SCRATCH_BYTES", 8 * 150)
+    big = nonstationary._scratch(151, like, "test slot")
+    assert big.data_ptr() != grown.data_ptr()  # over the cap: fresh, not kept
+    assert nonstationary._scratch(150, like, "test slot").data_ptr() == grown.data_ptr()
