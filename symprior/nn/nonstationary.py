@@ -73,17 +73,21 @@ Soft translation needs a kernel per input pixel :math:`y` and offset (eq. 2 with
 domain features of :math:`y`). The kernel net is linear after its cosine layer (``Linear -> cos
 -> Linear``), so every kernel is ``W h + b`` with ``h`` the ``J`` cosine features of its
 (position, offset) pair. The layer evaluates the features of all ``H W K`` pairs (``J`` numbers
-each), builds the kernels with one matrix product by ``[W, b]`` into a reused buffer (in groups
-of rows of the support disk when they exceed 32 MiB), and contracts them with the input one
-*row of the support disk* at a time (``2 floor(rho) + 1`` rows, 7 for 004's diameter of 7
-pixels; no loop over pixels, tiles or rotations): the patches of a row are a strided view of the
-padded input, never gathered, and the contraction is one batched matrix product over positions.
-The backward pass is made of the same products (see ``_DiskProductFunction``). Multiply-adds:
-three contractions of ``B H W K C C'`` each (as many as a convolution's forward and backward)
-plus four of ``H W K (J + 1) C C'`` to build kernels and their gradients. On CPU the batched
-products run at about half the speed of a direct convolution (oneDNN), so at the sizes of 004
-(batch 64, 28 x 28, 16 channels, diameter 7) the soft layer costs about 2.5-3 times the strict
-one (``benchmarks/layers_nonstationary.py``).
+each; the first layer's filter and domain blocks are evaluated once per offset and per pixel and
+added by one broadcast sum per disk row, with no gather), builds the kernels with one matrix
+product by ``[W, b]`` into a reused buffer (in groups of rows of the support disk when they
+exceed 32 MiB), and contracts them with the input one *row of the support disk* at a time
+(``2 floor(rho) + 1`` rows, 7 for 004's diameter of 7 pixels; no loop over pixels, tiles or
+rotations): the patches of a row are a strided view of the padded input, never gathered, and the
+contraction is one batched matrix product over positions. The backward pass is made of the same
+products (see ``_DiskProductFunction``). Multiply-adds: three contractions of ``B H W K C C'``
+each (as many as a convolution's forward and backward) plus four of ``H W K (J + 1) C C'`` to
+build kernels and their gradients. On the CPU the kernel buffer and the image-sized temporaries
+of a pass are per-thread scratch kept between calls (:func:`_scratch`, about 50 MB at 004's
+sizes): fresh ones cost thousands of page faults per step. At the sizes of 004 (batch 64,
+28 x 28, 16 channels, diameter 7) the batched products alone take about 1.5-1.6 times the strict
+layer's forward + backward on CPU (they run at about two thirds of oneDNN's convolution speed),
+and the whole soft layer about 2-2.3 times (``benchmarks/layers_nonstationary.py``).
 
 Since :math:`\cos(a + b) = \cos a \cos b - \sin a \sin b`, the first layer also separates into a
 filter and a domain part, and the layer is exactly a sum of ``2 J + 1`` convolutions of inputs
@@ -832,7 +836,7 @@ class NonStationaryConv2d(_PlanarLayer):
     ``omega_prime`` (on :math:`(x, y)`, present for ``soft="translation"``) on the position.
     ``soft="none"`` is one ``conv2d`` with a kernel from the kernel net; ``soft="translation"``
     evaluates a kernel per pixel and offset and applies them by batched products, one per row of
-    the support disk, exactly (no approximation of eq. 8) and at about 2.5-3 times the cost on
+    the support disk, exactly (no approximation of eq. 8) and at about 2-2.3 times the cost on
     CPU (module docstring, "Cost").
 
     Parameters
