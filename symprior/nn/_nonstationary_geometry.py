@@ -154,6 +154,10 @@ class RowLayout:
         (position, offset) pair in *row-blocked* order: disk row by disk row, position-major
         within a row (so disk row ``j``'s block, :meth:`block`, reshapes to
         ``(grid, k1 - k0)``).
+    adjoint_offset, own_address : Tensor
+        ``(grid * K,)`` int64 in row-blocked order: the disk offset with each row's offsets
+        reversed (the order in which the adjoint's views read them), and the address of the
+        grid position's own pixel.
     valid, adjoint_valid : Tensor or None
         ``(grid * K,)`` bool in row-blocked order, zero padding only: whether the pixel at
         ``n + k`` (``valid``), or at ``n - k`` with each row's offsets taken in reverse (the
@@ -177,6 +181,8 @@ class RowLayout:
     base: Tensor
     blocked_offset: Tensor
     blocked_address: Tensor
+    adjoint_offset: Tensor
+    own_address: Tensor
     valid: Tensor | None
     adjoint_valid: Tensor | None
     positions: Tensor
@@ -305,6 +311,9 @@ def row_layout(
     count = len(grid)
     blocked_offset = torch.cat([k.expand(count, -1).reshape(-1) for k in blocks])
     blocked_address = torch.cat([(grid + base[k]).reshape(-1) for k in blocks])
+    adjoint_offset = torch.cat([k.flip(0).expand(count, -1).reshape(-1) for k in blocks])
+    own = lead + reach * row_width + left
+    own_address = torch.cat([(grid + own).expand(-1, len(k)).reshape(-1) for k in blocks])
     valid = adjoint_valid = None
     if not circular:
         dc = off[:, 1]
@@ -335,6 +344,8 @@ def row_layout(
         base,
         blocked_offset,
         blocked_address,
+        adjoint_offset,
+        own_address,
         valid,
         adjoint_valid,
         positions,

@@ -25,6 +25,14 @@ PER_PIXEL = [("T2-conv", "translation"), ("SE2-lift", "both"), ("SE2-gconv", "tr
 PER_PIXEL_IDS = ["-".join(case) for case in PER_PIXEL]
 
 
+@pytest.fixture(params=["broadcast", "gather"])
+def feature_path(request, monkeypatch):
+    """Runs a test with the CPU's per-row broadcast sums for the kernel features and with the
+    gathers that other devices use (forced on the CPU)."""
+    monkeypatch.setattr(nonstationary, "_GATHER_ON_CPU", request.param == "gather")
+    return request.param
+
+
 def _layer(kind, soft, padding, *, radius=2.5, omega_prime=0.6, seed=0):
     torch.manual_seed(seed)
     config = NonStationaryKernelConfig(num_features=4, hidden=5, omega_prime_init=omega_prime)
@@ -50,7 +58,7 @@ def _kwargs(kind):
 
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize(("kind", "soft"), PER_PIXEL, ids=PER_PIXEL_IDS)
-def test_matches_naive_sum_on_rectangular_images(kind, soft, padding):
+def test_matches_naive_sum_on_rectangular_images(kind, soft, padding, feature_path):
     # Radius 2.5 gives disk rows of widths 3, 5, 5, 5, 3; a 6 x 9 image has rows shorter and
     # longer than its columns, so the flat layout's row stride and edge masks are both tested.
     layer = _layer(kind, soft, padding)
@@ -83,7 +91,9 @@ def test_row_groups_respect_the_kernel_budget(monkeypatch):
 @pytest.mark.parametrize("budget", [None, 1], ids=["one-group", "row-by-row"])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize(("kind", "soft"), PER_PIXEL, ids=PER_PIXEL_IDS)
-def test_fast_backward_matches_the_gathered_reference(kind, soft, padding, budget, monkeypatch):
+def test_fast_backward_matches_the_gathered_reference(
+    kind, soft, padding, budget, feature_path, monkeypatch
+):
     # create_graph=True differentiates the gather-based twin of the forward; the plain backward
     # runs the per-row adjoint and kernel-gradient products. Both must give the same numbers,
     # whether the kernels of all disk rows are built at once or (tiny budget) row by row.
