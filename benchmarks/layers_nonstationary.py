@@ -14,12 +14,19 @@ requiring grad):
 * SE(2) lifting and group convolution: strict vs soft SO(2) vs ``F.conv2d`` with the same
   channel counts (``C -> R C`` and ``R C -> R C``).
 
+``--steady-malloc`` keeps glibc from returning freed memory to the system (``mallopt``), so that
+no step pays page faults for memory another step freed: the ratios then compare steady-state
+compute. By default the process's allocator behaves as it does for users (whose steps may fault
+when glibc trims its heap; PyTorch's CPU tuning guide suggests jemalloc or tcmalloc for this).
+
 Run ``python benchmarks/layers_nonstationary.py --help`` for the options.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import datetime
 import os
 import platform
@@ -37,6 +44,18 @@ from symprior.nn.nonstationary import (
     NonStationaryKernelConfig,
     NonStationaryLifting,
 )
+
+
+def _steady_malloc() -> bool:
+    """Stop glibc from trimming its heap or mmapping large blocks (both return memory to the
+    system, so the next allocation of that size faults its pages in again)."""
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    return bool(ok and libc.mallopt(m_mmap_threshold, 1 << 25) == 1)
 
 
 def _step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
@@ -89,7 +108,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-group-conv", action="store_true")
     parser.add_argument("--skip-se2", action="store_true", help="time the T(2) layers only")
+    parser.add_argument(
+        "--steady-malloc",
+        action="store_true",
+        help="keep freed memory in the process (glibc mallopt): no page faults between steps",
+    )
     args = parser.parse_args()
+    steady = args.steady_malloc and _steady_malloc()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,6 +124,8 @@ def main() -> None:
     print(f"machine  {platform.platform()} / {platform.processor() or platform.machine()}")
     print(f"cpus     {os.cpu_count()} (torch threads {torch.get_num_threads()})")
     print(f"torch    {torch.__version__}")
+    if args.steady_malloc:
+        print(f"malloc   steady (no trim, no mmap below 32 MiB): {'set' if steady else 'FAILED'}")
     dev = torch.device(args.device)
     if dev.type == "cuda":
         print(f"device   {torch.cuda.get_device_name(dev)}")
