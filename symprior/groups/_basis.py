@@ -296,7 +296,10 @@ def equivariant_basis_blocks(rep_in: Rep, rep_out: Rep) -> BlockBasis:
     12
     """
     _check_pair(rep_in, rep_out)
-    return _blocks_cached(rep_in, rep_out)
+    # The cache outlives this call: its tensors must be normal ones even under inference_mode
+    # (layers built from them train outside it) and carry no autograd history.
+    with torch.inference_mode(False), torch.no_grad():
+        return _blocks_cached(rep_in, rep_out)
 
 
 def equivariant_basis(

@@ -198,7 +198,8 @@ class RowLayout:
             return None
         key = (adjoint, dtype)
         if key not in self._masks:
-            self._masks[key] = valid.to(dtype)[:, None]
+            with torch.inference_mode(False):  # usable outside inference mode later
+                self._masks[key] = valid.to(dtype)[:, None]
         return self._masks[key]
 
     @property

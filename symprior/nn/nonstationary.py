@@ -263,7 +263,10 @@ def _scratch(numel: int, like: Tensor, slot: str) -> Tensor:
     buffers: dict[tuple[str, torch.dtype], Tensor] = _SCRATCH.__dict__.setdefault("buffers", {})
     buffer = buffers.get((slot, like.dtype))
     if buffer is None or buffer.numel() < numel:
-        buffer = buffers[slot, like.dtype] = like.new_empty(numel)
+        # A normal tensor even under inference_mode: one made there could not be written to
+        # by a later call outside it.
+        with torch.inference_mode(False):
+            buffer = buffers[slot, like.dtype] = like.new_empty(numel)
     return buffer[:numel]
 
 
@@ -772,7 +775,11 @@ class _PlanarLayer(_NonStationaryLayer):
     def _layout(self, height: int, width: int, device: torch.device) -> RowLayout:
         key = (height, width, str(device))
         if key not in self._layout_cache:
-            self._layout_cache[key] = row_layout(height, width, self.offsets, self.padding, device)
+            # Normal tensors even under inference_mode: a later call outside it saves some of
+            # them for backward, which inference tensors do not allow.
+            with torch.inference_mode(False):
+                layout = row_layout(height, width, self.offsets, self.padding, device)
+            self._layout_cache[key] = layout
         return self._layout_cache[key]
 
     def _pad(self, x: Tensor) -> Tensor:

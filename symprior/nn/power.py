@@ -1008,6 +1008,16 @@ def _uses_fft(device: torch.device) -> bool:
     return device.type != "cpu" or _FFT_ON_CPU
 
 
+def _normal(tensor: Tensor) -> Tensor:
+    r"""``tensor``, or a normal copy of it if it was made under ``torch.inference_mode``, for
+    the caches: a cache filled by an inference-mode call must still serve calls outside it,
+    where inference tensors can be neither written nor saved for backward."""
+    if not tensor.is_inference():
+        return tensor
+    with torch.inference_mode(False), torch.no_grad():
+        return tensor.clone()
+
+
 def _has_storage(value: Tensor) -> bool:
     """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
     try:
@@ -1363,7 +1373,7 @@ class PowerLayer(RelaxedModule):
             ):
                 return ops
         ops = tuple(_cast(op, dtype) for op in self._compute_operators())
-        self._cache = (t.detach().clone(), dtype, device, ops)
+        self._cache = (t.detach().clone(), dtype, device, tuple(_normal(op) for op in ops))
         return ops
 
     def generator_matrices(self) -> Tensor:
@@ -1485,10 +1495,11 @@ class PowerLayer(RelaxedModule):
         key = (dtype, device)
         if key not in self._dft_cache:
             h, w = self.image_shape or (1, 1)
-            dft_w, half_h, idft_w, _ = _fourier_matrices(h, w)
-            self._dft_cache[key] = tuple(
-                m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)
-            )
+            with torch.inference_mode(False):  # see _normal
+                dft_w, half_h, idft_w, _ = _fourier_matrices(h, w)
+                self._dft_cache[key] = tuple(
+                    m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)
+                )
         return self._dft_cache[key]
 
     def _fourier_logs(self, device: torch.device, natural: bool) -> Tensor:
@@ -1517,7 +1528,7 @@ class PowerLayer(RelaxedModule):
             index = _weight_index(self.powers)
             exponent = (index - torch.tensor(self.powers)).to(torch.float64) * self.dilation
             logs = exponent[:, None, :] * eig.reshape(m, -1).T[None]  # (N, F, m)
-            self._logs_cache[key] = logs.reshape(-1, m).to(device)
+            self._logs_cache[key] = _normal(logs.reshape(-1, m).to(device))
         return self._logs_cache[key]
 
     def _fourier_kernel(self, theta: Tensor, natural: bool) -> Tensor:
@@ -1553,7 +1564,8 @@ class PowerLayer(RelaxedModule):
         mixing = theta.permute(2, 1, 0).reshape(n, -1).to(complex_dtype)  # (N, (c, o))
         kernel = (multipliers.T @ mixing).view(-1, self.in_channels, self.out_channels)
         if frozen:
-            self._kernel_cache = (theta.detach().clone(), t.detach().clone(), natural, kernel)
+            key = (theta.detach().clone(), t.detach().clone())
+            self._kernel_cache = (*key, natural, _normal(kernel))
         else:
             self._kernel_cache = None
         return kernel
