@@ -624,7 +624,9 @@ class _DiskProductFunction(torch.autograd.Function):
             if grad_head_t is not None:
                 grad_head = grad_head_t.t().contiguous()
             if grad_pre is not None:
-                assert sines is not None, "zf / zd gradients need the forward's sines"
+                if sines is None:  # the forward did not expect these gradients: rebuild them
+                    sines = plan.features(zf_padded, zd_padded, sine=True)[1]
+                    assert sines is not None
                 grad_zf, grad_zd = plan.preactivation_grads(
                     zf, zd, grad_pre, sines, needs[1], needs[2]
                 )

@@ -180,3 +180,20 @@ def test_scratch_keeps_small_buffers_and_allocates_large_ones(monkeypatch):
     big = nonstationary._scratch(151, like, "test slot")
     assert big.data_ptr() != grown.data_ptr()  # over the cap: fresh, not kept
     assert nonstationary._scratch(150, like, "test slot").data_ptr() == grown.data_ptr()
+
+
+def test_frequency_gradients_when_the_forward_kept_no_sines(monkeypatch):
+    # The forward keeps the sines of the pre-activations only when it records gradients for
+    # them; a backward that needs them anyway (e.g. under a function transform) rebuilds them.
+    layer = _layer("T2-conv", "translation", "zeros")
+    x = _input("T2-conv", 7, 8)
+    probe = torch.randn(2, 3, 7, 8, generator=torch.Generator().manual_seed(4), dtype=F64)
+    expected = torch.autograd.grad((layer(x) * probe).sum(), [layer.omega_prime])
+    original = nonstationary._DiskProduct
+
+    def without_sines(*args, **kwargs):
+        return original(*args[:5], keep_sines=False)
+
+    monkeypatch.setattr(nonstationary, "_DiskProduct", without_sines)
+    got = torch.autograd.grad((layer(x) * probe).sum(), [layer.omega_prime])
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-12)
