@@ -150,10 +150,13 @@ class _BasisLinear(nn.Module):
         key = (like.dtype, like.device)
         cached = self._working.get(key)
         if cached is None:
-            bias = self._bias_dense
-            if bias is not None:
-                bias = bias.to(dtype=like.dtype, device=like.device)
-            cached = (_converted(self._basis, like), bias)
+            # Normal tensors even when an inference_mode call fills the cache: later training
+            # steps save them for backward, which inference tensors do not allow.
+            with torch.inference_mode(False), torch.no_grad():
+                bias = self._bias_dense
+                if bias is not None:
+                    bias = bias.to(dtype=like.dtype, device=like.device)
+                cached = (_converted(self._basis, like), bias)
             self._working[key] = cached
         return cached
 
