@@ -19,6 +19,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from symprior._caching import filling_cache
 from symprior.groups._rep import Rep
 
 __all__ = ["BasisBlock", "BlockBasis", "equivariant_basis", "equivariant_basis_blocks"]
@@ -296,9 +297,7 @@ def equivariant_basis_blocks(rep_in: Rep, rep_out: Rep) -> BlockBasis:
     12
     """
     _check_pair(rep_in, rep_out)
-    # The cache outlives this call: its tensors must be normal ones even under inference_mode
-    # (layers built from them train outside it) and carry no autograd history.
-    with torch.inference_mode(False), torch.no_grad():
+    with filling_cache():
         return _blocks_cached(rep_in, rep_out)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from symprior._caching import filling_cache
 from symprior.groups import transform_image
 
 __all__ = [
@@ -198,7 +199,7 @@ class RowLayout:
             return None
         key = (adjoint, dtype)
         if key not in self._masks:
-            with torch.inference_mode(False):  # usable outside inference mode later
+            with filling_cache():
                 self._masks[key] = valid.to(dtype)[:, None]
         return self._masks[key]
 
@@ -304,7 +305,8 @@ def row_layout(
         rows.append((start, start + len(cols), dr, half))
         start += len(cols)
     off = offsets.to(device=device, dtype=torch.long)
-    base = lead + (reach + off[:, 0]) * row_width + left + off[:, 1]
+    own = lead + reach * row_width + left  # address offset of a grid position's own pixel
+    base = own + off[:, 0] * row_width + off[:, 1]
     grid = torch.arange(height * row_width, device=device)[:, None]
     col = grid % row_width
     offset = torch.arange(len(off), device=device)
@@ -313,7 +315,6 @@ def row_layout(
     blocked_offset = torch.cat([k.expand(count, -1).reshape(-1) for k in blocks])
     blocked_address = torch.cat([(grid + base[k]).reshape(-1) for k in blocks])
     adjoint_offset = torch.cat([k.flip(0).expand(count, -1).reshape(-1) for k in blocks])
-    own = lead + reach * row_width + left
     own_address = torch.cat([(grid + own).expand(-1, len(k)).reshape(-1) for k in blocks])
     valid = adjoint_valid = None
     if not circular:

@@ -264,7 +264,8 @@ class RandomFourierKernel(nn.Module):
 
         The rest of the network, :meth:`head`, is ``output_layer`` applied to these features: the
         kernel is *linear* in them, which the per-position layers use to build kernels block by
-        block.
+        block. Their fast products evaluate the cosine and its derivative themselves; the
+        gathered reference they are tested against calls this method.
         """
         return torch.cos(preactivation)
 

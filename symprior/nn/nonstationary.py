@@ -107,6 +107,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from symprior._caching import filling_cache
 from symprior.groups import SE2, SO2, Group
 from symprior.nn._blas import split_addmm_, split_mm
 from symprior.nn._nonstationary_geometry import (
@@ -263,9 +264,7 @@ def _scratch(numel: int, like: Tensor, slot: str) -> Tensor:
     buffers: dict[tuple[str, torch.dtype], Tensor] = _SCRATCH.__dict__.setdefault("buffers", {})
     buffer = buffers.get((slot, like.dtype))
     if buffer is None or buffer.numel() < numel:
-        # A normal tensor even under inference_mode: one made there could not be written to
-        # by a later call outside it.
-        with torch.inference_mode(False):
+        with filling_cache():
             buffer = buffers[slot, like.dtype] = like.new_empty(numel)
     return buffer[:numel]
 
@@ -521,9 +520,9 @@ class _DiskProductFunction(torch.autograd.Function):
     r"""``out[n] = sum_k kernel[n, k]^T x[n + k]`` over the support disk: 004 eq. 2 on pixels.
 
     Inputs ``x`` ``(B, Cin, H, W)``, ``zf``, ``zd``, ``head`` (see :class:`_DiskProduct`);
-    output ``(B, Cout, H, W)``. The kernel net's cosine features are evaluated here, one
-    broadcast sum per disk row (:meth:`_DiskProduct.features`), so that neither they nor their
-    gradient pass through gathers and scatters. The sum over the disk is one batched matrix
+    output ``(B, Cout, H, W)``. The kernel net's cosine features are evaluated here
+    (:meth:`_DiskProduct.features`: on the CPU one broadcast sum per disk row, with no gather),
+    and their gradient goes back to ``zf`` and ``zd`` without autograd's gathers and scatters. The sum over the disk is one batched matrix
     product over grid positions per *row of the support disk* (``2 floor(rho) + 1`` of them,
     whatever the image and batch size): the input patches of a row are a strided view of the
     flat padded image (:class:`~symprior.nn._nonstationary_geometry.RowLayout`), never
@@ -640,9 +639,10 @@ def _disk_product_reference(
     operations, for double backward (memory ``grid * K * Cin * B``)."""
     layout = plan.layout
     pre = zf.index_select(0, layout.blocked_offset) + zd.index_select(0, layout.blocked_address)
-    features = F.pad(torch.cos(pre), (0, 1), value=1.0)
-    if layout.valid is not None:
-        features = features * layout.valid.to(features.dtype)[:, None, None, None]
+    features = F.pad(RandomFourierKernel.hidden_features(pre), (0, 1), value=1.0)
+    mask = layout.mask(False, features.dtype)
+    if mask is not None:
+        features = (features.view(len(mask), -1) * mask).view(features.shape)
     flat = layout.flatten(x)
     index = torch.arange(layout.grid_size, device=x.device)[:, None] + layout.base[None, :]
     patches = flat.index_select(0, index.reshape(-1)).view(layout.grid_size, -1, x.shape[0])
@@ -777,9 +777,7 @@ class _PlanarLayer(_NonStationaryLayer):
     def _layout(self, height: int, width: int, device: torch.device) -> RowLayout:
         key = (height, width, str(device))
         if key not in self._layout_cache:
-            # Normal tensors even under inference_mode: a later call outside it saves some of
-            # them for backward, which inference tensors do not allow.
-            with torch.inference_mode(False):
+            with filling_cache():
                 layout = row_layout(height, width, self.offsets, self.padding, device)
             self._layout_cache[key] = layout
         return self._layout_cache[key]

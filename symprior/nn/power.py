@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from symprior._caching import cacheable, filling_cache
 from symprior.groups import image_coordinates
 from symprior.nn._blas import split_mm
 from symprior.nn._relaxation import Relaxation, RelaxedModule
@@ -1008,16 +1009,6 @@ def _uses_fft(device: torch.device) -> bool:
     return device.type != "cpu" or _FFT_ON_CPU
 
 
-def _normal(tensor: Tensor) -> Tensor:
-    r"""``tensor``, or a normal copy of it if it was made under ``torch.inference_mode``, for
-    the caches: a cache filled by an inference-mode call must still serve calls outside it,
-    where inference tensors can be neither written nor saved for backward."""
-    if not tensor.is_inference():
-        return tensor
-    with torch.inference_mode(False), torch.no_grad():
-        return tensor.clone()
-
-
 def _has_storage(value: Tensor) -> bool:
     """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
     try:
@@ -1373,7 +1364,7 @@ class PowerLayer(RelaxedModule):
             ):
                 return ops
         ops = tuple(_cast(op, dtype) for op in self._compute_operators())
-        self._cache = (t.detach().clone(), dtype, device, tuple(_normal(op) for op in ops))
+        self._cache = (t.detach().clone(), dtype, device, tuple(cacheable(op) for op in ops))
         return ops
 
     def generator_matrices(self) -> Tensor:
@@ -1495,7 +1486,7 @@ class PowerLayer(RelaxedModule):
         key = (dtype, device)
         if key not in self._dft_cache:
             h, w = self.image_shape or (1, 1)
-            with torch.inference_mode(False):  # see _normal
+            with filling_cache():
                 dft_w, half_h, idft_w, _ = _fourier_matrices(h, w)
                 self._dft_cache[key] = tuple(
                     m.to(dtype=dtype, device=device) for m in (dft_w, half_h, half_h / h, idft_w)
@@ -1528,7 +1519,7 @@ class PowerLayer(RelaxedModule):
             index = _weight_index(self.powers)
             exponent = (index - torch.tensor(self.powers)).to(torch.float64) * self.dilation
             logs = exponent[:, None, :] * eig.reshape(m, -1).T[None]  # (N, F, m)
-            self._logs_cache[key] = _normal(logs.reshape(-1, m).to(device))
+            self._logs_cache[key] = cacheable(logs.reshape(-1, m).to(device))
         return self._logs_cache[key]
 
     def _fourier_kernel(self, theta: Tensor, natural: bool) -> Tensor:
@@ -1565,7 +1556,7 @@ class PowerLayer(RelaxedModule):
         kernel = (multipliers.T @ mixing).view(-1, self.in_channels, self.out_channels)
         if frozen:
             key = (theta.detach().clone(), t.detach().clone())
-            self._kernel_cache = (*key, natural, _normal(kernel))
+            self._kernel_cache = (*key, natural, cacheable(kernel))
         else:
             self._kernel_cache = None
         return kernel

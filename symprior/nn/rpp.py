@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from symprior._caching import filling_cache
 from symprior.groups import BlockBasis, Group, Rep, Scalar, V, equivariant_basis_blocks
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
@@ -150,9 +151,7 @@ class _BasisLinear(nn.Module):
         key = (like.dtype, like.device)
         cached = self._working.get(key)
         if cached is None:
-            # Normal tensors even when an inference_mode call fills the cache: later training
-            # steps save them for backward, which inference tensors do not allow.
-            with torch.inference_mode(False), torch.no_grad():
+            with filling_cache():
                 bias = self._bias_dense
                 if bias is not None:
                     bias = bias.to(dtype=like.dtype, device=like.device)
