@@ -1029,6 +1029,57 @@ def _is_antisymmetric(matrices: Tensor) -> bool:
     return bool((matrices + matrices.mT).abs().amax() <= 1e-12 * scale)
 
 
+class _EigenExp(torch.autograd.Function):
+    r"""``exp(c_j G_j) = Re(V_j diag(exp(A_j t)) W_j)`` for every exponential ``j`` of a batch.
+
+    Inputs: the magnitudes ``t`` ``(m,)``, the rates ``A`` ``(N, n, m)`` complex (each
+    exponential's coefficient :math:`c_j = s_j^\top t` times its factor's eigenvalues, so that
+    :math:`c_j \mu = A_j t`), and the factor's eigenvectors ``V`` ``(N, n, n)`` and
+    :math:`W = V^{-1}` (or :math:`V^H`) gathered per exponential. Output ``(N, n, n)`` float64.
+
+    The gradient is closed form: with :math:`\varphi = \exp(A t)` and an upstream gradient
+    :math:`\bar E_j`, :math:`\partial_t = \mathrm{Re} \sum_{j,q} g_{jq} \varphi_{jq} A_{jq}`
+    where :math:`g_{jq} = \sum_i V_{j,iq} (\bar E_j W_j^\top)_{iq}`: about half the
+    operations of autograd through the complex products (which resolves every conjugate with a
+    copy). Written with differentiable operations (the phases recomputed from
+    ``t``), so second derivatives are exact too; torch.func transforms use the generated vmap
+    rule and :meth:`jvp`.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(t: Tensor, rates: Tensor, left: Tensor, right: Tensor) -> Tensor:
+        phase = torch.exp(rates @ t.to(rates.dtype))
+        return ((left * phase[:, None, :]) @ right).real
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx,
+        inputs: tuple[Tensor, Tensor, Tensor, Tensor],
+        output: Tensor,
+    ) -> None:
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: Tensor, *_: Tensor | None) -> Tensor:
+        t, rates, left, right = ctx.saved_tensors  # type: ignore[attr-defined]
+        rate = rates @ tangent.to(rates.dtype)
+        phase = torch.exp(rates @ t.to(rates.dtype)) * rate
+        return ((left * phase[:, None, :]) @ right).real
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None, None]:
+        t, rates, left, right = ctx.saved_tensors  # type: ignore[attr-defined]
+        phase = torch.exp(rates @ t.to(rates.dtype))
+        weights = (left * (grad.to(left.dtype) @ right.mT)).sum(-2) * phase
+        grad_t = (weights.reshape(1, -1) @ rates.reshape(-1, rates.shape[-1])).real
+        return grad_t.reshape(t.shape).to(t.dtype), None, None, None
+
+
 def _cast(op: Tensor, dtype: torch.dtype) -> Tensor:
     """Real operators to ``dtype``, complex ones to its complex counterpart."""
     if op.is_complex():
@@ -1159,7 +1210,10 @@ class PowerLayer(RelaxedModule):
     bias: nn.Parameter | None
     magnitudes: nn.Parameter
     strict_magnitudes: Tensor
-    pair_index: Tensor
+    pair_placement: Tensor
+    shared_rates: Tensor
+    shared_left: Tensor
+    shared_right: Tensor
 
     def __init__(
         self,
@@ -1221,11 +1275,33 @@ class PowerLayer(RelaxedModule):
             self._register_group("dense", list(range(m)), matrices, self.size, False)
             pair = torch.zeros(0, dtype=torch.long)
             self._pair_is_identity = True
-        self.register_buffer("pair_index", pair, persistent=False)
+        # pair_placement[p, n] = 1 where theta's index combination n lands on grid pair p.
+        placement = torch.zeros(0, pair.numel())
+        if not self._pair_is_identity:
+            placement = torch.zeros(math.prod(row_sizes) * num_cols, pair.numel())
+            placement[pair, torch.arange(pair.numel())] = 1.0
+        self.register_buffer("pair_placement", placement, persistent=False)
+        # Row and column factors of one size that are both diagonalised share one batch of
+        # exponentials (_compute_operators): half the operations per step.
+        diagonalised = [
+            name
+            for name, (members, _, method) in self._groups.items()
+            if members and method in ("spectral", "eigen")
+        ]
+        self._shared_eigen = (
+            diagonalised == ["row", "col"]
+            and self.get_buffer("row_left").shape[1:] == self.get_buffer("col_left").shape[1:]
+        )
+        for suffix in ("rates", "left", "right"):
+            shared = torch.zeros(0, dtype=torch.complex128)
+            if self._shared_eigen:
+                shared = torch.cat([self.get_buffer(f"{n}_{suffix}") for n in diagonalised])
+            self.register_buffer(f"shared_{suffix}", shared, persistent=False)
         self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
         self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
         self._kernel_cache: tuple[Tensor, Tensor, bool, Tensor] | None = None
         self._logs_cache: dict[tuple[torch.device, bool], Tensor] = {}
+        self._placement: dict[torch.dtype, Tensor] = {}
         self.reset_parameters()
 
     def _register_group(
@@ -1238,9 +1314,8 @@ class PowerLayer(RelaxedModule):
         if members:
             select[torch.arange(len(owner)), torch.tensor(members)[owner]] = scale
         method = "matrix_exp"
-        spectrum = torch.zeros(0, dtype=torch.float64)
         vectors = torch.zeros(0, dtype=torch.complex128)
-        inverse = torch.zeros(0, dtype=torch.complex128)
+        rates = left = right = torch.zeros(0, dtype=torch.complex128)
         if circulant and factors:
             # A circulant matrix with first column g is diagonal in the DFT basis, with
             # eigenvalues fft(g).
@@ -1248,10 +1323,11 @@ class PowerLayer(RelaxedModule):
             vectors = torch.fft.fft(gens[:, :, 0], dim=-1)
         elif factors and _is_antisymmetric(gens):
             # iG is Hermitian: iG = V diag(mu) V^H with unitary V, so
-            # exp(cG) = V diag(exp(-i c mu)) V^H, one batched product per forward.
+            # exp(cG) = V diag(exp(-i c mu)) V^H.
             method = "spectral"
             gens = (gens - gens.mT) / 2
             spectrum, vectors = torch.linalg.eigh(1j * gens)
+            rates, left, right = -1j * spectrum.to(torch.complex128), vectors, vectors.mH
         elif factors:
             # G = V diag(mu) V^-1 when G is diagonalisable with well-conditioned eigenvectors
             # (the scaling factors x d/dx: cond(V) = 75 at 28 pixels), so that
@@ -1259,15 +1335,22 @@ class PowerLayer(RelaxedModule):
             mu, vec = torch.linalg.eig(gens)
             if bool((torch.linalg.cond(vec) <= _EIGEN_COND).all()):
                 method = "eigen"
-                spectrum, vectors, inverse = mu, vec, torch.linalg.inv(vec)
+                rates, left, right = mu, vec, torch.linalg.inv(vec)
+        if method in ("spectral", "eigen"):
+            # Per exponential j: exp(c_j G) = left_j diag(exp(rates_j @ t)) right_j, with the
+            # factor's eigenvectors gathered by exponential and c_j = select_j @ t folded into
+            # the rates (N, n, m), so that a forward is five operations (_group_operator).
+            rates = rates[owner][:, :, None] * select.to(torch.complex128)[:, None, :]
+            left, right = left[owner], right[owner]
         # Derived from the generators: not part of the state dict.
         for suffix, value in (
             ("generators", gens),
             ("owner", owner),
             ("select", select),
-            ("spectrum", spectrum),
             ("vectors", vectors),
-            ("inverse", inverse),
+            ("rates", rates),
+            ("left", left),
+            ("right", right),
         ):
             self.register_buffer(f"{name}_{suffix}", value, persistent=False)
         self._groups[name] = (members, sizes, method)
@@ -1315,44 +1398,58 @@ class PowerLayer(RelaxedModule):
             self._dft_cache = {}
             self._kernel_cache = None
             self._logs_cache = {}
+            self._placement = {}
         return out
 
     # ------------------------------------------------------------------ operators
-    def _group_operator(self, name: str) -> Tensor:
+    def _group_operator(self, name: str, exps: Tensor | None = None) -> Tensor:
         r"""All ordered products of the powers of one factor group.
 
         ``(N, n, n)`` float64 matrices (the ``"separable"`` and ``"dense"`` paths; the
         ``"fourier"`` path builds its weight from :meth:`_fourier_logs` instead); empty when the
-        group has no generator.
+        group has no generator. ``exps``: the group's exponentials, when already computed
+        (:meth:`_compute_operators`).
         """
         members, sizes, method = self._groups[name]
         gens: Tensor = getattr(self, f"{name}_generators")
         if not members:
             return gens.new_zeros(0)
-        owner: Tensor = getattr(self, f"{name}_owner")
-        coeff = getattr(self, f"{name}_select") @ self.magnitudes.to(torch.float64)
-        if method == "spectral":
-            vectors: Tensor = getattr(self, f"{name}_vectors")[owner]
-            angle = -coeff[:, None] * getattr(self, f"{name}_spectrum")[owner]
-            phase = torch.complex(torch.cos(angle), torch.sin(angle))
-            exps = ((vectors * phase[:, None, :]) @ vectors.mH).real
-        elif method == "eigen":
-            vectors = getattr(self, f"{name}_vectors")[owner]
-            phase = torch.exp(coeff[:, None] * getattr(self, f"{name}_spectrum")[owner])
-            exps = ((vectors * phase[:, None, :]) @ getattr(self, f"{name}_inverse")[owner]).real
+        if exps is not None:
+            pass
+        elif method in ("spectral", "eigen"):
+            exps = _EigenExp.apply(
+                self.magnitudes,
+                getattr(self, f"{name}_rates"),
+                getattr(self, f"{name}_left"),
+                getattr(self, f"{name}_right"),
+            )
         else:
+            owner: Tensor = getattr(self, f"{name}_owner")
+            coeff = getattr(self, f"{name}_select") @ self.magnitudes.to(torch.float64)
             exps = _ScaledExp.apply(coeff, gens[owner])
-        return _products(list(torch.split(exps, sizes)))
+        return _products([exps] if len(sizes) == 1 else list(torch.split(exps, sizes)))
 
-    def _compute_operators(self) -> tuple[Tensor, ...]:
+    def _compute_operators(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        r"""The operators of :meth:`_operators` (float64, or ``dtype`` where that saves a cast)."""
         if self.path == "dense":
             return (self._group_operator("dense"),)
+        if self._shared_eigen:
+            # Both axes' exponentials in one batch (square images, both diagonalised), cast
+            # once when no products follow.
+            exps = _EigenExp.apply(
+                self.magnitudes, self.shared_rates, self.shared_left, self.shared_right
+            )
+            if all(len(self._groups[name][1]) == 1 for name in ("row", "col")):
+                exps = _cast(exps, dtype)
+            num_rows = self.get_buffer("row_rates").shape[0]
+            rows, cols = torch.split(exps, [num_rows, exps.shape[0] - num_rows])
+            return self._group_operator("row", rows), self._group_operator("col", cols)
         return self._group_operator("row"), self._group_operator("col")
 
     def _operators(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         t = self.magnitudes
         if (torch.is_grad_enabled() and t.requires_grad) or not _has_storage(t):
-            return tuple(_cast(op, dtype) for op in self._compute_operators())
+            return tuple(_cast(op, dtype) for op in self._compute_operators(dtype))
         if self._cache is not None:
             key, key_dtype, key_device, ops = self._cache
             if (
@@ -1363,7 +1460,7 @@ class PowerLayer(RelaxedModule):
                 and torch.equal(key, t.detach())
             ):
                 return ops
-        ops = tuple(_cast(op, dtype) for op in self._compute_operators())
+        ops = tuple(_cast(op, dtype) for op in self._compute_operators(dtype))
         self._cache = (t.detach().clone(), dtype, device, tuple(cacheable(op) for op in ops))
         return ops
 
@@ -1467,20 +1564,34 @@ class PowerLayer(RelaxedModule):
                 y = self._forward_fourier(xb, kernel, bias)
                 bias = None  # added as the zero frequency
         else:
-            grid = self._theta_grid(theta, ops[0], ops[1])
-            y = self._forward_separable(xb, grid, ops[0], ops[1])
+            y = self._forward_separable(xb, *self._mixing(theta, ops[0], ops[1]), *ops)
         if bias is not None:
             y = y + bias.reshape(-1, *([1] * (y.ndim - 2)))
         return y.reshape(*lead, self.out_channels, *x.shape[x.ndim - spatial :])
 
-    def _theta_grid(self, theta: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        r"""``theta`` ``(out, in, N)`` on the (row combination, column combination) grid."""
+    def _mixing(self, theta: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, int, int]:
+        r"""``theta`` ``(out, in, N)`` as the channel-mixing matrix of :meth:`_forward_separable`,
+        ``(out R, S in)`` with rows ``(o, r)`` and columns ``(s, c)``, for ``R`` row and ``S``
+        column combinations.
+
+        When the weight's index combinations are not the whole (row, column) grid (a generator
+        with both factors, such as the scaling, couples them), the mixing matrix is zero off
+        their pairs: one batched product with the 0/1 placement matrix, which also puts the axes
+        in order (one operation where zero-filling, scattering and reordering take three).
+        """
         num_rows = rows.shape[0] if rows.numel() else 1
         num_cols = cols.shape[0] if cols.numel() else 1
-        if not self._pair_is_identity:
-            grid = theta.new_zeros(*theta.shape[:2], num_rows * num_cols)
-            theta = grid.index_copy(2, self.pair_index, theta)
-        return theta.reshape(*theta.shape[:2], num_rows, num_cols)
+        out, n_in = theta.shape[:2]
+        if self._pair_is_identity:
+            grid = theta.view(out, n_in, num_rows, num_cols).permute(0, 2, 3, 1)
+            return grid.reshape(out * num_rows, num_cols * n_in), num_rows, num_cols
+        placement = self._placement.get(theta.dtype)  # (R S, N), 0/1 in theta's dtype
+        if placement is None or placement.device != theta.device:
+            with filling_cache():
+                placement = self.pair_placement.to(theta)
+            self._placement[theta.dtype] = placement
+        mixing = torch.matmul(placement, theta.transpose(1, 2))  # (out, R S, in)
+        return mixing.view(out * num_rows, num_cols * n_in), num_rows, num_cols
 
     def _dft(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         key = (dtype, device)
@@ -1583,13 +1694,15 @@ class PowerLayer(RelaxedModule):
         out, _ = _FourierConv.apply(x, kernel, constant, dft_w, half_h, idft_h, idft_w)
         return out
 
-    def _forward_separable(self, x: Tensor, grid: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    def _forward_separable(
+        self, x: Tensor, mixing: Tensor, num_rows: int, num_cols: int, rows: Tensor, cols: Tensor
+    ) -> Tensor:
         r""":math:`y_o = \sum_{c,r,s} \theta_{o,c,r,s} R_r x_c C_s^\top` in three batched products.
 
         1. ``z`` ``(b, S, c h, w)``: every column operator applied along the image rows, one
            product per (image, column combination);
-        2. ``u`` ``(b, (o, r), (h, w))``: the channel mixing of each image, ``theta`` as one
-           ``(o R, S c)`` matrix against ``z`` read in place;
+        2. ``u`` ``(b, (o, r), (h, w))``: the channel mixing of each image, ``mixing``
+           (:meth:`_mixing`, ``(o R, S c)``) against ``z`` read in place;
         3. ``y`` ``(b o, h, w)``: the row operators side by side, ``(h, R h)``, against the
            ``R`` planes of each output channel, read in place.
 
@@ -1598,16 +1711,14 @@ class PowerLayer(RelaxedModule):
         """
         b, c, h, w = x.shape
         o = self.out_channels
-        num_rows, num_cols = grid.shape[2], grid.shape[3]
         if cols.numel():
             z = torch.bmm(
                 x.reshape(b, 1, c * h, w).expand(b, num_cols, c * h, w).reshape(-1, c * h, w),
-                cols.transpose(1, 2).repeat(b, 1, 1),
+                cols.transpose(1, 2)[None].expand(b, -1, -1, -1).reshape(-1, w, w),
             )
         else:
             z = x
-        theta = grid.permute(0, 2, 3, 1).reshape(o * num_rows, num_cols * c)
-        u = torch.bmm(theta.expand(b, *theta.shape), z.reshape(b, num_cols * c, h * w))
+        u = torch.bmm(mixing.expand(b, *mixing.shape), z.reshape(b, num_cols * c, h * w))
         if rows.numel():
             side_by_side = rows.permute(1, 0, 2).reshape(h, num_rows * h)
             u = torch.bmm(

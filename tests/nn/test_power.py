@@ -235,6 +235,12 @@ NAIVE_CASES = {
         [0.04, -0.03],
         "separable",
     ),
+    # Square: both axes' factors diagonalised in one shared batch of exponentials.
+    "separable-square-scalings": (
+        lambda: image_generators(5, 5, "scaling") + [affine_generators(5, 5)[i] for i in (1, 5)],
+        [0.9, 0.04, -0.03],
+        "separable",
+    ),
     "dense-rotation+shift": (
         lambda: image_generators(5, 5, "rotation") + image_generators(5, 5, "shift_x"),
         [0.4, 0.9],
@@ -490,6 +496,7 @@ def test_relaxed_magnitude_breaks_translation_equivariance_of_the_plane():
 GRAD_CASES = {
     "fourier": lambda: image_generators(3, 4, "translation"),
     "separable": lambda: image_generators(3, 4, "scaling") + image_generators(3, 4, "shift_x"),
+    "separable-shared": lambda: image_generators(4, 4, "scaling"),
     "dense-spectral": lambda: image_generators(3, 3, "rotation"),
     "dense-eigen": lambda: [affine_generators(3, 3)[i] for i in (1, 2)],
 }
@@ -497,6 +504,7 @@ GRAD_CASES = {
 GRAD_METHODS = {
     "fourier": {"row": "fourier", "col": "fourier"},
     "separable": {"row": "eigen", "col": "matrix_exp"},  # the shift makes cond(V) large
+    "separable-shared": {"row": "eigen", "col": "eigen"},  # one batch for both axes
     "dense-spectral": {"dense": "spectral"},
     "dense-eigen": {"dense": "eigen"},
 }
@@ -507,6 +515,7 @@ def test_magnitude_gradients_match_finite_differences(case, fourier_backend):
     torch.manual_seed(6)
     layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, 2).double()
     assert {name: group[2] for name, group in layer._groups.items()} == GRAD_METHODS[case]
+    assert layer.path == "dense" or layer._shared_eigen == (case == "separable-shared")
     x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
     t0 = (0.3 + 0.2 * torch.rand(layer.num_generators, dtype=F64)).requires_grad_(True)
 
@@ -718,3 +727,39 @@ def test_device_agreement_with_cpu(device, kind):
     got = moved(x.to(device))
     assert got.device.type == torch.device(device).type
     assert _rel(got.cpu(), expected) < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("case", ["separable-shared", "dense-spectral"])
+def test_eigen_exponentials_under_torch_func(case):
+    # The diagonalised exponentials are an autograd Function: Jacobians in the magnitudes by
+    # jacrev, batched cotangents, vmap over inputs and forward-mode derivatives must agree
+    # with plain autograd loops and with finite differences.
+    torch.manual_seed(16)
+    layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, magnitudes=0.7).double()
+    x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
+    t0 = layer.magnitudes.detach().clone()
+
+    def output(t: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, {"magnitudes": t}, (x,))
+
+    y = output(t0)
+    jac = torch.func.jacrev(output)(t0)
+    t_req = t0.clone().requires_grad_(True)
+    flat = output(t_req).reshape(-1)
+    rows = [torch.autograd.grad(flat[i], t_req, retain_graph=True)[0] for i in range(len(flat))]
+    assert _rel(jac, torch.stack(rows).reshape(*y.shape, *t0.shape)) < 1e-12
+    eps = 1e-6
+    step = torch.zeros_like(t0)
+    step[0] = eps
+    central = (output(t0 + step) - output(t0 - step)) / (2 * eps)
+    assert _rel(jac[..., 0], central) < 1e-7
+    cotangents = torch.randn(3, *y.shape, dtype=F64)
+    batched = torch.autograd.grad(output(t_req), t_req, cotangents, is_grads_batched=True)[0]
+    for i in range(3):
+        single = torch.autograd.grad(output(t_req), t_req, cotangents[i])[0]
+        assert _rel(batched[i], single) < 1e-12
+    xs = torch.randn(3, *x.shape, dtype=F64)
+    assert _rel(torch.func.vmap(layer)(xs), torch.stack([layer(v) for v in xs])) < 1e-12
+    _, forward = torch.func.jvp(output, (t0,), (step / eps,))
+    assert _rel(forward, jac[..., 0]) < 1e-12
