@@ -155,15 +155,17 @@ class RowLayout:
         (position, offset) pair in *row-blocked* order: disk row by disk row, position-major
         within a row (so disk row ``j``'s block, :meth:`block`, reshapes to
         ``(grid, k1 - k0)``).
-    adjoint_offset, own_address : Tensor
-        ``(grid * K,)`` int64 in row-blocked order: the disk offset with each row's offsets
-        reversed (the order in which the adjoint's views read them), and the address of the
-        grid position's own pixel.
-    valid, adjoint_valid : Tensor or None
+    adjoint_source : Tensor
+        ``(grid * K,)`` int64 in row-blocked order with each row's offsets reversed (the order in
+        which the adjoint's views read them): for the kernel acting on grid position ``p``'s own
+        pixel from offset ``k``, the row-blocked index of the forward pair ``(p - k, k)``, which
+        has that kernel (wrapped around the image for circular padding).
+    adjoint_absent : Tensor
+        int64 indices into ``adjoint_source`` of the pairs with no forward pair (the source lies
+        off the image with zero padding, or ``p`` is a junk column): their kernels are zero.
+    valid : Tensor or None
         ``(grid * K,)`` bool in row-blocked order, zero padding only: whether the pixel at
-        ``n + k`` (``valid``), or at ``n - k`` with each row's offsets taken in reverse (the
-        order in which the adjoint's views read them; ``adjoint_valid``), lies in the image's
-        columns. ``None`` for circular padding.
+        ``n + k`` lies in the image's columns. ``None`` for circular padding.
     positions : Tensor
         ``(length, 2)`` float64 pixel positions of the addresses: wrapped into the image for
         circular padding (the value there *is* that pixel); elsewhere any position (the value
@@ -182,26 +184,23 @@ class RowLayout:
     base: Tensor
     blocked_offset: Tensor
     blocked_address: Tensor
-    adjoint_offset: Tensor
-    own_address: Tensor
+    adjoint_source: Tensor
+    adjoint_absent: Tensor
     valid: Tensor | None
-    adjoint_valid: Tensor | None
     positions: Tensor
-    _masks: dict[tuple[bool, torch.dtype], Tensor] = field(
+    _masks: dict[torch.dtype, Tensor] = field(
         default_factory=dict, compare=False, repr=False
     )
 
-    def mask(self, adjoint: bool, dtype: torch.dtype) -> Tensor | None:
-        r"""``valid`` (or ``adjoint_valid``) as a ``(grid * K, 1)`` column of ``dtype`` to
-        multiply by, cached; ``None`` for circular padding."""
-        valid = self.adjoint_valid if adjoint else self.valid
-        if valid is None:
+    def mask(self, dtype: torch.dtype) -> Tensor | None:
+        r"""``valid`` as a ``(grid * K, 1)`` column of ``dtype`` to multiply by, cached; ``None``
+        for circular padding."""
+        if self.valid is None:
             return None
-        key = (adjoint, dtype)
-        if key not in self._masks:
+        if dtype not in self._masks:
             with filling_cache():
-                self._masks[key] = valid.to(dtype)[:, None]
-        return self._masks[key]
+                self._masks[dtype] = self.valid.to(dtype)[:, None]
+        return self._masks[dtype]
 
     @property
     def grid_size(self) -> int:
@@ -314,9 +313,25 @@ def row_layout(
     count = len(grid)
     blocked_offset = torch.cat([k.expand(count, -1).reshape(-1) for k in blocks])
     blocked_address = torch.cat([(grid + base[k]).reshape(-1) for k in blocks])
-    adjoint_offset = torch.cat([k.flip(0).expand(count, -1).reshape(-1) for k in blocks])
-    own_address = torch.cat([(grid + own).expand(-1, len(k)).reshape(-1) for k in blocks])
-    valid = adjoint_valid = None
+    # The adjoint's kernels are the forward's, read from the pair (p - k, k) whose input pixel
+    # is p; wrapped around the image for circular padding, absent (-1) off the image or on junk
+    # columns.
+    image_row, image_col = grid[:, 0] // row_width, grid[:, 0] % row_width
+    sources = []
+    for (first, stop, *_), k in zip(rows, blocks, strict=True):
+        k = k.flip(0)
+        src_row = image_row[:, None] - off[k, 0]
+        src_col = image_col[:, None] - off[k, 1]
+        if circular:
+            inside_image = (image_col < width)[:, None].expand_as(src_col)
+            src_row, src_col = src_row % height, src_col % width
+        else:
+            inside_image = (src_row >= 0) & (src_row < height) & (src_col >= 0)
+            inside_image &= src_col < width
+        pair = count * first + (src_row * row_width + src_col) * (stop - first) + k - first
+        sources.append(torch.where(inside_image, pair, -1).reshape(-1))
+    adjoint_source = torch.cat(sources)
+    valid = None
     if not circular:
         dc = off[:, 1]
 
@@ -324,7 +339,6 @@ def row_layout(
             return ((col + shift >= 0) & (col + shift < width)).reshape(-1)
 
         valid = torch.cat([inside(dc[k]) for k in blocks])
-        adjoint_valid = torch.cat([inside(-dc[k.flip(0)]) for k in blocks])
     flat = torch.arange(length, device=device) - lead
     row = torch.div(flat, row_width, rounding_mode="floor") - reach
     column = flat % row_width - left
@@ -346,10 +360,9 @@ def row_layout(
         base,
         blocked_offset,
         blocked_address,
-        adjoint_offset,
-        own_address,
+        adjoint_source.clamp(min=0),
+        (adjoint_source < 0).nonzero().reshape(-1),
         valid,
-        adjoint_valid,
         positions,
     )
 
