@@ -188,9 +188,7 @@ class RowLayout:
     adjoint_absent: Tensor
     valid: Tensor | None
     positions: Tensor
-    _masks: dict[torch.dtype, Tensor] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    _masks: dict[torch.dtype, Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def mask(self, dtype: torch.dtype) -> Tensor | None:
         r"""``valid`` as a ``(grid * K, 1)`` column of ``dtype`` to multiply by, cached; ``None``

@@ -730,18 +730,22 @@ def test_device_agreement_with_cpu(device, kind):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("case", ["separable-shared", "dense-spectral"])
-def test_eigen_exponentials_under_torch_func(case):
-    # The diagonalised exponentials are an autograd Function: Jacobians in the magnitudes by
-    # jacrev, batched cotangents, vmap over inputs and forward-mode derivatives must agree
-    # with plain autograd loops and with finite differences.
+@pytest.mark.parametrize("case", ["fourier", "separable-shared", "dense-spectral"])
+def test_magnitude_functions_under_torch_func(case, fourier_backend):
+    # The Fourier weight and the diagonalised exponentials are autograd Functions: Jacobians
+    # in the magnitudes by jacrev, batched cotangents, vmap over inputs and forward-mode
+    # derivatives (in the magnitudes and in theta) must agree with plain autograd loops and
+    # with finite differences.
+    if case != "fourier" and fourier_backend == "fft":
+        pytest.skip("the backend switch only concerns the Fourier path")
     torch.manual_seed(16)
     layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, magnitudes=0.7).double()
     x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
     t0 = layer.magnitudes.detach().clone()
+    w0 = layer.weight.detach().clone()
 
-    def output(t: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(layer, {"magnitudes": t}, (x,))
+    def output(t: torch.Tensor, w: torch.Tensor = w0) -> torch.Tensor:
+        return torch.func.functional_call(layer, {"magnitudes": t, "weight": w}, (x,))
 
     y = output(t0)
     jac = torch.func.jacrev(output)(t0)
@@ -763,3 +767,10 @@ def test_eigen_exponentials_under_torch_func(case):
     assert _rel(torch.func.vmap(layer)(xs), torch.stack([layer(v) for v in xs])) < 1e-12
     _, forward = torch.func.jvp(output, (t0,), (step / eps,))
     assert _rel(forward, jac[..., 0]) < 1e-12
+    # Forward mode in theta (the output is linear in it) and in both at once.
+    w_dot = torch.randn_like(w0)
+    _, along_w = torch.func.jvp(lambda w: output(t0, w), (w0,), (w_dot,))
+    bias = layer.bias.detach()[:, None, None]
+    assert _rel(along_w, output(t0, w_dot) - bias) < 1e-12
+    _, both = torch.func.jvp(output, (t0, w0), (step / eps, w_dot))
+    assert _rel(both, forward + along_w) < 1e-12
