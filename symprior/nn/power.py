@@ -1183,8 +1183,10 @@ class PowerLayer(RelaxedModule):
     Antisymmetric generators (shifts, rotation, shears) are exponentiated through their
     eigendecomposition (computed once), :math:`\exp(cG) = V \mathrm{diag}(e^{c\mu}) V^H`;
     other diagonalisable ones whose eigenvectors are well conditioned (the scaling factors)
-    likewise with :math:`V^{-1}` for :math:`V^H` (one batched product per forward, accurate to
-    about :math:`\mathrm{cond}(V)\,\epsilon`, used up to :data:`_EIGEN_COND`); the rest with
+    likewise with :math:`V^{-1}` for :math:`V^H` (accurate to about
+    :math:`\mathrm{cond}(V)\,\epsilon`, used up to :data:`_EIGEN_COND`). Both take one batched
+    product per forward, with a closed-form derivative (:class:`_EigenExp`), and a square
+    image's row and column factors share the batch. The rest use
     :func:`torch.linalg.matrix_exp`, whose derivative in :math:`t` is taken in closed form,
     :math:`G\exp(cG)`. The powers are cached
     while the magnitudes keep their value (keyed on the value, dtype and device) and recomputed
