@@ -314,7 +314,7 @@ def row_layout(
     # The adjoint's kernels are the forward's, read from the pair (p - k, k) whose input pixel
     # is p; wrapped around the image for circular padding, absent (-1) off the image or on junk
     # columns.
-    image_row, image_col = grid[:, 0] // row_width, grid[:, 0] % row_width
+    image_row, image_col = grid[:, 0] // row_width, col[:, 0]
     sources = []
     for (first, stop, *_), k in zip(rows, blocks, strict=True):
         k = k.flip(0)

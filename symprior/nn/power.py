@@ -1049,8 +1049,12 @@ class _EigenExp(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    def _phases(t: Tensor, rates: Tensor) -> Tensor:
+        return torch.exp(rates @ t.to(rates.dtype))
+
+    @staticmethod
     def forward(t: Tensor, rates: Tensor, left: Tensor, right: Tensor) -> Tensor:
-        phase = torch.exp(rates @ t.to(rates.dtype))
+        phase = _EigenExp._phases(t, rates)
         return ((left * phase[:, None, :]) @ right).real
 
     @staticmethod
@@ -1066,7 +1070,7 @@ class _EigenExp(torch.autograd.Function):
     def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: Tensor, *_: Tensor | None) -> Tensor:
         t, rates, left, right = ctx.saved_tensors  # type: ignore[attr-defined]
         rate = rates @ tangent.to(rates.dtype)
-        phase = torch.exp(rates @ t.to(rates.dtype)) * rate
+        phase = _EigenExp._phases(t, rates) * rate
         return ((left * phase[:, None, :]) @ right).real
 
     @staticmethod
@@ -1074,8 +1078,7 @@ class _EigenExp(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor, None, None, None]:
         t, rates, left, right = ctx.saved_tensors  # type: ignore[attr-defined]
-        phase = torch.exp(rates @ t.to(rates.dtype))
-        weights = (left * (grad.to(left.dtype) @ right.mT)).sum(-2) * phase
+        weights = (left * (grad.to(left.dtype) @ right.mT)).sum(-2) * _EigenExp._phases(t, rates)
         grad_t = (weights.reshape(1, -1) @ rates.reshape(-1, rates.shape[-1])).real
         return grad_t.reshape(t.shape).to(t.dtype), None, None, None
 
@@ -1294,16 +1297,21 @@ class PowerLayer(RelaxedModule):
             diagonalised == ["row", "col"]
             and self.get_buffer("row_left").shape[1:] == self.get_buffer("col_left").shape[1:]
         )
+        # Exponentials of the row factors at the front of the shared batch (0 when unshared).
+        self._shared_rows = self.get_buffer("row_rates").shape[0] if self._shared_eigen else 0
+        empty = torch.zeros(0, dtype=torch.complex128)
         for suffix in ("rates", "left", "right"):
-            shared = torch.zeros(0, dtype=torch.complex128)
-            if self._shared_eigen:
+            shared = empty
+            if self._shared_eigen:  # the batch holds the only copy
                 shared = torch.cat([self.get_buffer(f"{n}_{suffix}") for n in diagonalised])
+                for n in diagonalised:
+                    self.register_buffer(f"{n}_{suffix}", empty, persistent=False)
             self.register_buffer(f"shared_{suffix}", shared, persistent=False)
         self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
         self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
         self._kernel_cache: tuple[Tensor, Tensor, bool, Tensor] | None = None
         self._logs_cache: dict[tuple[torch.device, bool], Tensor] = {}
-        self._placement: dict[torch.dtype, Tensor] = {}
+        self._placement: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         self.reset_parameters()
 
     def _register_group(
@@ -1416,16 +1424,14 @@ class PowerLayer(RelaxedModule):
         gens: Tensor = getattr(self, f"{name}_generators")
         if not members:
             return gens.new_zeros(0)
-        if exps is not None:
-            pass
-        elif method in ("spectral", "eigen"):
+        if exps is None and method in ("spectral", "eigen"):
             exps = _EigenExp.apply(
                 self.magnitudes,
                 getattr(self, f"{name}_rates"),
                 getattr(self, f"{name}_left"),
                 getattr(self, f"{name}_right"),
             )
-        else:
+        elif exps is None:
             owner: Tensor = getattr(self, f"{name}_owner")
             coeff = getattr(self, f"{name}_select") @ self.magnitudes.to(torch.float64)
             exps = _ScaledExp.apply(coeff, gens[owner])
@@ -1443,8 +1449,7 @@ class PowerLayer(RelaxedModule):
             )
             if all(len(self._groups[name][1]) == 1 for name in ("row", "col")):
                 exps = _cast(exps, dtype)
-            num_rows = self.get_buffer("row_rates").shape[0]
-            rows, cols = torch.split(exps, [num_rows, exps.shape[0] - num_rows])
+            rows, cols = torch.split(exps, [self._shared_rows, exps.shape[0] - self._shared_rows])
             return self._group_operator("row", rows), self._group_operator("col", cols)
         return self._group_operator("row"), self._group_operator("col")
 
@@ -1587,11 +1592,11 @@ class PowerLayer(RelaxedModule):
         if self._pair_is_identity:
             grid = theta.view(out, n_in, num_rows, num_cols).permute(0, 2, 3, 1)
             return grid.reshape(out * num_rows, num_cols * n_in), num_rows, num_cols
-        placement = self._placement.get(theta.dtype)  # (R S, N), 0/1 in theta's dtype
-        if placement is None or placement.device != theta.device:
+        key = (theta.dtype, theta.device)
+        if key not in self._placement:  # (R S, N), 0/1 in theta's dtype
             with filling_cache():
-                placement = self.pair_placement.to(theta)
-            self._placement[theta.dtype] = placement
+                self._placement[key] = self.pair_placement.to(theta)
+        placement = self._placement[key]
         mixing = torch.matmul(placement, theta.transpose(1, 2))  # (out, R S, in)
         return mixing.view(out * num_rows, num_cols * n_in), num_rows, num_cols
 
