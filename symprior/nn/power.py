@@ -1310,7 +1310,7 @@ class PowerLayer(RelaxedModule):
         self._cache: tuple[Tensor, torch.dtype, torch.device, tuple[Tensor, ...]] | None = None
         self._dft_cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
         self._kernel_cache: tuple[Tensor, Tensor, bool, Tensor] | None = None
-        self._logs_cache: dict[tuple[torch.device, bool], Tensor] = {}
+        self._logs_cache: dict[tuple[torch.device, bool, torch.dtype], Tensor] = {}
         self._placement: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         self.reset_parameters()
 
@@ -1611,18 +1611,24 @@ class PowerLayer(RelaxedModule):
                 )
         return self._dft_cache[key]
 
-    def _fourier_logs(self, device: torch.device, natural: bool) -> Tensor:
+    def _fourier_logs(self, device: torch.device, natural: bool, dtype: torch.dtype) -> Tensor:
         r"""The logarithms of the DFT multipliers of every power product, linear in :math:`t`.
 
         A circulant factor is diagonal in the Fourier basis, so the product indexed by
         :math:`\theta` entry ``n`` multiplies frequency ``(k, l)`` by
         :math:`\exp(\sum_g i_g(n) D t_g (\lambda^{row}_g[k] + \lambda^{col}_g[l]))` (the DFT
         eigenvalues of generator ``g``'s factors; a missing factor contributes 0). The exponent
-        is ``L @ t`` with the constant ``L`` returned here, ``(N F, m)`` complex128 with
-        ``F = H (W // 2 + 1)``, rows ``(n, k, l)``: ``k`` in natural order for the FFT path,
-        else in the order of :func:`_butterfly`. Built once per device and order.
+        is ``L @ t`` with the constant ``L`` returned here as real pairs, ``(N F 2, m)``, rows
+        ``(n, k, l, re/im)`` with ``F = H (W // 2 + 1)``: ``k`` in natural order for the FFT
+        path, else in the order of :func:`_butterfly`. Built once per device, order and dtype.
+
+        ``L`` comes in the real ``dtype`` while the phases per unit magnitude,
+        :math:`\sum_g |L_{nkl,g}|`, stay within :math:`2\pi` (the first powers of the shifts),
+        else in float64: a phase rounded to float32 carries an error of about
+        :math:`|\varphi| 2^{-24}` into its multiplier, which high powers or dilations would
+        make many times the rounding of the float32 weight itself.
         """
-        key = (device, natural)
+        key = (device, natural, dtype)
         if key not in self._logs_cache:
             h, w = self.image_shape or (1, 1)
             half = w // 2 + 1
@@ -1637,7 +1643,10 @@ class PowerLayer(RelaxedModule):
             index = _weight_index(self.powers)
             exponent = (index - torch.tensor(self.powers)).to(torch.float64) * self.dilation
             logs = exponent[:, None, :] * eig.reshape(m, -1).T[None]  # (N, F, m)
-            self._logs_cache[key] = cacheable(logs.reshape(-1, m).to(device))
+            pairs = torch.view_as_real(logs).transpose(-1, -2).reshape(-1, m)
+            if float(logs.abs().sum(-1).amax()) > 2 * math.pi:
+                dtype = torch.float64
+            self._logs_cache[key] = cacheable(pairs.to(device=device, dtype=dtype).contiguous())
         return self._logs_cache[key]
 
     def _fourier_kernel(self, theta: Tensor, natural: bool) -> Tensor:
@@ -1646,10 +1655,11 @@ class PowerLayer(RelaxedModule):
         The weight in the Fourier domain, :math:`K^{(o,c)}_{kl} = \sum_n \theta^{(o,c)}_n
         P_{n,kl}` with :math:`P = \exp(L t)` the DFT multipliers of every power product
         (:meth:`_fourier_logs`): one matrix-vector product, one exponential and one product with
-        :math:`\theta`, whatever the number of generators and powers. Row frequencies in natural
-        order (``natural``, the FFT path) or in that of :func:`_butterfly`, as ``(in, out)``
-        matrices that multiply the spectra from the right. Cached while nothing needs gradients
-        and neither :math:`\theta` nor :math:`t` changes (compared by value).
+        :math:`\theta`, whatever the number of generators and powers.
+        Row frequencies in natural order (``natural``, the FFT path) or in that of
+        :func:`_butterfly`, as ``(in, out)`` matrices that multiply the spectra from the right.
+        Cached while nothing needs gradients and neither :math:`\theta` nor :math:`t` changes
+        (compared by value).
         """
         t = self.magnitudes
         grad = torch.is_grad_enabled()
@@ -1666,12 +1676,16 @@ class PowerLayer(RelaxedModule):
                 and torch.equal(key_theta, theta)
             ):
                 return kernel
-        complex_dtype = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
-        n = theta.shape[-1]
-        logs = self._fourier_logs(t.device, natural)
-        multipliers = torch.exp(logs @ t.to(torch.complex128)).view(n, -1).to(complex_dtype)
-        mixing = theta.permute(2, 1, 0).reshape(n, -1).to(complex_dtype)  # (N, (c, o))
-        kernel = (multipliers.T @ mixing).view(-1, self.in_channels, self.out_channels)
+        # Real arithmetic on (re, im) pairs wherever theta enters (no complex copy of it, no
+        # conjugate resolved by a copy in the backward): a matrix-vector product, the
+        # exponential, one real matrix product, one reordering copy (and two casts when the
+        # phases need float64).
+        o, c, n = theta.shape
+        logs = self._fourier_logs(theta.device, natural, theta.dtype)
+        exponent = torch.view_as_complex((logs @ t.to(logs.dtype)).view(n, -1, 2))
+        pairs = torch.view_as_real(torch.exp(exponent)).reshape(n, -1).to(theta.dtype)  # (N, 2F)
+        mixed = torch.view_as_complex((theta.reshape(o * c, n) @ pairs).view(o, c, -1, 2))
+        kernel = mixed.permute(2, 1, 0).contiguous()
         if frozen:
             key = (theta.detach().clone(), t.detach().clone())
             self._kernel_cache = (*key, natural, cacheable(kernel))
@@ -1687,7 +1701,10 @@ class PowerLayer(RelaxedModule):
             return x.new_zeros(0, self.out_channels, h, w) + 0 * (x.sum() + kernel.real.sum())
         spectrum = torch.fft.rfft2(x)
         half = spectrum.shape[-1]
-        mixed = torch.bmm(spectrum.reshape(b, self.in_channels, -1).permute(2, 0, 1), kernel)
+        # Frequency-major explicitly (bmm would copy it anyway): the saved operand is then
+        # contiguous, so the kernel's gradient takes its conjugate transpose without a copy.
+        spectrum = spectrum.reshape(b, self.in_channels, -1).permute(2, 0, 1).contiguous()
+        mixed = torch.bmm(spectrum, kernel)
         mixed = mixed.permute(1, 2, 0).reshape(b, self.out_channels, h, half)
         return torch.fft.irfft2(mixed, s=(h, w))
 
