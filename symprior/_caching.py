@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["cacheable", "filling_cache"]
+__all__ = ["cacheable", "filling_cache", "has_storage"]
 
 
 @contextlib.contextmanager
@@ -33,3 +33,12 @@ def cacheable(tensor: Tensor) -> Tensor:
         return tensor
     with filling_cache():
         return tensor.clone()
+
+
+def has_storage(value: Tensor) -> bool:
+    """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
+    try:
+        value.data_ptr()
+    except RuntimeError:
+        return False
+    return True

@@ -107,7 +107,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from symprior._caching import filling_cache
+from symprior._caching import filling_cache, has_storage
 from symprior.groups import SE2, SO2, Group
 from symprior.nn._blas import split_addmm_, split_mm
 from symprior.nn._nonstationary_geometry import (
@@ -120,7 +120,11 @@ from symprior.nn._nonstationary_geometry import (
     row_layout,
     sample_grid_offset,
 )
-from symprior.nn._nonstationary_kernel import NonStationaryKernelConfig, RandomFourierKernel
+from symprior.nn._nonstationary_kernel import (
+    NonStationaryKernelConfig,
+    RandomFourierKernel,
+    embed_coordinates,
+)
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
 __all__ = [
@@ -650,6 +654,34 @@ def _disk_product_reference(
 
 
 # ------------------------------------------------------------------------------ base class
+@dataclass(frozen=True, eq=False)
+class _DomainPhases:
+    r"""The phases of a relaxed layer's domain features as an affine function of
+    :math:`\omega'`, ``matrix @ omega_prime + shift`` (:meth:`_NonStationaryLayer.
+    _domain_preactivation`), for one grid offset, dtype and device.
+
+    Attributes
+    ----------
+    key : tuple
+        ``(grid_offset, dtype, str(device))``.
+    basis : Tensor
+        The kernel's ``domain_basis`` they were computed from, and ``version`` its version
+        counter then.
+    matrix, shift : Tensor
+        ``(N * 2D, m)`` and ``(N * 2D,)`` in the layer's dtype, for ``N`` domain points and
+        ``m`` relaxed coordinates: the cosine half of each point's features, then the sine half.
+    shape : tuple of int
+        ``(..., 2D)``: the features' shape.
+    """
+
+    key: tuple[float, torch.dtype, str]
+    basis: Tensor
+    version: int
+    matrix: Tensor
+    shift: Tensor
+    shape: tuple[int, ...]
+
+
 class _NonStationaryLayer(RelaxedModule):
     r"""Shared parts: the kernel, ``omega_prime`` on the relaxed coordinates, the registry."""
 
@@ -704,6 +736,7 @@ class _NonStationaryLayer(RelaxedModule):
             self.omega_prime = torch.nn.Parameter(
                 torch.full((len(dims),), float(config.omega_prime_init))
             )
+        self._phases: _DomainPhases | None = None
 
     @property
     def translation_soft(self) -> bool:
@@ -733,6 +766,85 @@ class _NonStationaryLayer(RelaxedModule):
 
     def _dtype(self) -> torch.dtype:
         return self.kernel.omega.dtype
+
+    def _domain_preactivation(
+        self, domain_coords: Callable[[], Tensor], grid_offset: float, device: torch.device
+    ) -> Tensor:
+        r"""The domain block of the kernel net's first layer (004 eq. 7-8) at domain
+        coordinates that are the same for every pixel (all layers but soft translation),
+        ``(..., hidden)``.
+
+        ``domain_coords()`` gives the float64 coordinates ``(..., domain_dim)`` of :math:`v`,
+        a function of ``grid_offset`` alone; it is called only when they are needed.
+
+        A strict layer evaluates :meth:`RandomFourierKernel.domain_preactivation` at
+        :math:`\omega' = 0`. A relaxed layer's phases are linear in :math:`\omega'`,
+        :math:`2\pi W (b \odot E^\top \omega') = A\, \omega'` with :math:`E` the embedded
+        coordinates each component of :math:`\omega'` scales (``soft_selection`` and the
+        kernel's ``domain_expand``), and both halves of eq. 7 are sines,
+        :math:`\cos\varphi = \sin(\varphi + \pi/2)`:
+
+        .. math:: \gamma_{\omega'}(b) = \sin(A\, \omega' + c) / \sqrt{D}, \qquad
+            c = (\pi/2, \dots, \pi/2, 0, \dots, 0),
+
+        with :math:`A` and :math:`c` constants of the grid offset (:meth:`_domain_phases`).
+        That is one matrix-vector product and one sine forward and as few operations backward,
+        against about twenty through eq. 7's coordinates and frequencies (each a kernel launch
+        on a GPU, where the launches of these small tensors set the cost). At
+        :math:`\omega' = 0` the features are exactly :math:`\gamma_0` (:math:`\sin(\pi/2)`
+        rounds to 1), so the layer is still exactly the strict one (Remark 2).
+        """
+        dtype = self._dtype()
+        if self.soft == "none":
+            coords = domain_coords().to(device=device, dtype=dtype)
+            return self.kernel.domain_preactivation(coords, None)
+        phases = self._domain_phases(domain_coords, grid_offset, device)
+        if phases is None:
+            coords = domain_coords().to(device=device, dtype=dtype)
+            return self.kernel.domain_preactivation(coords, self.domain_frequencies())
+        values = torch.addmv(phases.shift, phases.matrix, self.omega_prime)
+        scale = 1.0 / math.sqrt(self.kernel.domain_basis.shape[0])
+        return self.kernel.domain_layer(torch.sin(values).view(phases.shape) * scale)
+
+    def _domain_phases(
+        self, domain_coords: Callable[[], Tensor], grid_offset: float, device: torch.device
+    ) -> _DomainPhases | None:
+        r""":math:`A` and :math:`c` of :meth:`_domain_preactivation`, kept for the last grid
+        offset, dtype and device (eval mode and the group convolutions' default offset use one
+        throughout), and recomputed when the kernel's ``domain_basis`` is another tensor
+        (``module.to``, assignment) or was changed in place (``load_state_dict``: its version
+        counter moved). ``None`` when the basis itself is differentiated, is a :mod:`torch.func`
+        wrapper or an inference tensor (which has no version counter): the general path then
+        serves it."""
+        basis = self.kernel.domain_basis
+        if basis.requires_grad or basis.is_inference() or not has_storage(basis):
+            return None
+        key = (grid_offset, self._dtype(), str(device))
+        cached = self._phases
+        if (
+            cached is not None
+            and cached.key == key
+            and cached.basis is basis
+            and cached.version == basis._version
+        ):
+            return cached
+        with filling_cache():
+            embedded = embed_coordinates(domain_coords().to(device), self.kernel.angular_domain)
+            # (m, e): the embedded coordinates each component of omega' scales.
+            select = self.soft_selection.double().t() @ self.kernel.domain_expand.double()
+            slopes = torch.einsum("...e,je,de->...dj", embedded, select, basis.double())
+            slopes = torch.cat([slopes, slopes], -2) * (2 * math.pi)  # (..., 2D, m)
+            shift = torch.zeros(slopes.shape[:-1], dtype=torch.float64, device=device)
+            shift[..., : basis.shape[0]] = math.pi / 2
+            self._phases = _DomainPhases(
+                key,
+                basis,
+                basis._version,
+                slopes.reshape(-1, slopes.shape[-1]).to(key[1]),
+                shift.reshape(-1).to(key[1]),
+                tuple(shift.shape),
+            )
+        return self._phases
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, soft={self.soft!r}"
@@ -784,9 +896,10 @@ class _PlanarLayer(_NonStationaryLayer):
         self,
         x: Tensor,
         filter_coords: Tensor,
-        domain_coords: Tensor,
+        domain_coords: Callable[[], Tensor],
         rotations_out: int,
         rotations_in: int,
+        grid_offset: float = 0.0,
     ) -> Tensor:
         r"""The operator of eq. 2 on a pixel grid.
 
@@ -797,9 +910,12 @@ class _PlanarLayer(_NonStationaryLayer):
         filter_coords : Tensor
             ``(R, S, K, filter_dim)`` float64: coordinates of :math:`v^{-1}u` per output
             rotation, input rotation and disk offset.
-        domain_coords : Tensor
-            ``(Rd, Sd, domain_dim)`` float64 (``Rd`` in ``{1, R}``, ``Sd`` in ``{1, S}``): the
-            rotation part of :math:`v`; the translation part is added here per position.
+        domain_coords : callable
+            ``() -> (Rd, Sd, domain_dim)`` float64 (``Rd`` in ``{1, R}``, ``Sd`` in
+            ``{1, S}``): the rotation part of :math:`v`; the translation part is added here per
+            position. Called only when needed (:meth:`_domain_preactivation`).
+        grid_offset : float
+            The grid offset the domain coordinates are a function of.
 
         Returns
         -------
@@ -809,14 +925,11 @@ class _PlanarLayer(_NonStationaryLayer):
         batch, _, height, width = x.shape
         _check_fits(self.radius, height, width)
         dtype = self._dtype()
-        omega_prime = self.domain_frequencies()
         zf = self.kernel.filter_preactivation(filter_coords.to(device=x.device, dtype=dtype))
         norm = 1.0 / rotations_in
         n_in, n_out = self.in_channels, self.out_channels
         if not self.translation_soft:
-            zd = self.kernel.domain_preactivation(
-                domain_coords.to(device=x.device, dtype=dtype), omega_prime
-            )
+            zd = self._domain_preactivation(domain_coords, grid_offset, x.device)
             ker = self.kernel.head(zf + zd[:, :, None, :]).unflatten(-1, (n_in, n_out))
             ker = ker.permute(4, 0, 3, 1, 2)  # (O, R, I, S, K)
             size = 2 * self.reach + 1
@@ -834,8 +947,9 @@ class _PlanarLayer(_NonStationaryLayer):
         # Soft translation: a kernel per grid position and offset, 004 eq. 8 with the position
         # of the input pixel in the domain coordinates (see _DiskProductFunction).
         layout = self._layout(height, width, x.device)
-        coords = domain_coords.to(x.device)[None].repeat(layout.length, 1, 1, 1)
+        coords = domain_coords().to(x.device)[None].repeat(layout.length, 1, 1, 1)
         coords[..., :2] = (layout.positions / self._domain_scale(height, width))[:, None, None]
+        omega_prime = self.domain_frequencies()
         zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (L, Rd, Sd, J)
         zd = zd.transpose(1, 2).contiguous()  # (L, Sd, Rd, J)
         zf = zf.permute(2, 1, 0, 3).contiguous()  # (K, S, R, J)
@@ -932,7 +1046,10 @@ class NonStationaryConv2d(_PlanarLayer):
         r"""``(B, in_channels, H, W) -> (B, out_channels, H, W)``."""
         x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
         filter_coords = self._filter_points()[None, None]
-        domain_coords = filter_coords.new_zeros(1, 1, 2)
+
+        def domain_coords() -> Tensor:
+            return filter_coords.new_zeros(1, 1, 2)
+
         # squeeze, not [:, :, 0]: its backward is a view, not a zero-filled copy.
         return self._planar(x, filter_coords, domain_coords, 1, 1).squeeze(2)
 
@@ -1041,13 +1158,16 @@ class NonStationaryLifting(_PlanarLayer):
         else:
             offset = _grid_offset(grid_offset)
         angles = self.grid(offset).to(x.device)
-        turns = grid_turns(self.num_rotations, offset, x.device)
         if self.group_key == "SO2":
-            return self._lift_so2(x, angles, turns)
+            return self._lift_so2(x, angles, offset)
         filter_coords = rotate_inverse(self._filter_points(), angles)[:, None]  # (R, 1, K, 2)
-        domain_coords = torch.zeros(self.num_rotations, 1, 3, dtype=torch.float64, device=x.device)
-        domain_coords[:, 0, 2] = turns
-        return self._planar(x, filter_coords, domain_coords, self.num_rotations, 1)
+
+        def domain_coords() -> Tensor:
+            coords = torch.zeros(self.num_rotations, 1, 3, dtype=torch.float64, device=x.device)
+            coords[:, 0, 2] = grid_turns(self.num_rotations, offset, x.device)
+            return coords
+
+        return self._planar(x, filter_coords, domain_coords, self.num_rotations, 1, offset)
 
     def _disk_pixels(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (height, width, "so2:" + str(device))
@@ -1067,15 +1187,17 @@ class NonStationaryLifting(_PlanarLayer):
             self._index_cache[key] = (inside.nonzero()[:, 0], points[inside])
         return self._index_cache[key]
 
-    def _lift_so2(self, x: Tensor, angles: Tensor, turns: Tensor) -> Tensor:
+    def _lift_so2(self, x: Tensor, angles: Tensor, offset: float) -> Tensor:
         height, width = x.shape[-2:]
         index, points = self._disk_pixels(height, width, x.device)
         dtype = self._dtype()
         filter_coords = rotate_inverse(-points / self.radius, angles)  # (R, Y, 2)
         zf = self.kernel.filter_preactivation(filter_coords.to(dtype))
-        zd = self.kernel.domain_preactivation(
-            turns[:, None, None].to(dtype), self.domain_frequencies()
-        )
+
+        def domain_coords() -> Tensor:
+            return grid_turns(self.num_rotations, offset, x.device)[:, None, None]
+
+        zd = self._domain_preactivation(domain_coords, offset, x.device)
         ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
         pixels = x.flatten(2).index_select(2, index)  # (B, I, Y)
         return torch.einsum("biy,ryio->bor", pixels, ker)
@@ -1196,7 +1318,6 @@ class NonStationaryGroupConv(_PlanarLayer):
             return self._conv_so2(x, offset)
         x = _check_input(x, ("B", "C", "R", "H", "W"), {1: ("C", self.in_channels), 2: ("R", num)})
         angles = (offset + 2 * math.pi * torch.arange(num, dtype=torch.float64) / num).to(x.device)
-        turns = grid_turns(num, offset, x.device)
         spatial = rotate_inverse(self._filter_points(), angles)  # (S, K, 2)
         num_off = spatial.shape[1]
         filter_coords = torch.cat(
@@ -1206,19 +1327,24 @@ class NonStationaryGroupConv(_PlanarLayer):
             ],
             -1,
         )  # (R, S, K, 3)
-        domain_coords = torch.zeros(1, num, 3, dtype=torch.float64, device=x.device)
-        domain_coords[0, :, 2] = turns
+
+        def domain_coords() -> Tensor:
+            coords = torch.zeros(1, num, 3, dtype=torch.float64, device=x.device)
+            coords[0, :, 2] = grid_turns(num, offset, x.device)
+            return coords
+
         flat = x.reshape(x.shape[0], -1, *x.shape[-2:])
-        return self._planar(flat, filter_coords, domain_coords, num, num)
+        return self._planar(flat, filter_coords, domain_coords, num, num, offset)
 
     def _conv_so2(self, x: Tensor, offset: float) -> Tensor:
         dtype = self._dtype()
-        turns = grid_turns(self.num_rotations, offset, x.device)
         relative = relative_turns(self.num_rotations, x.device)
         zf = self.kernel.filter_preactivation(relative.to(dtype)[..., None])
-        zd = self.kernel.domain_preactivation(
-            turns[None, :, None].to(dtype), self.domain_frequencies()
-        )
+
+        def domain_coords() -> Tensor:
+            return grid_turns(self.num_rotations, offset, x.device)[None, :, None]
+
+        zd = self._domain_preactivation(domain_coords, offset, x.device)
         ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
         return torch.einsum("bis,rsio->bor", x, ker) / self.num_rotations
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from symprior._caching import cacheable, filling_cache
+from symprior._caching import cacheable, filling_cache, has_storage
 from symprior.groups import image_coordinates
 from symprior.nn._blas import split_mm
 from symprior.nn._relaxation import Relaxation, RelaxedModule
@@ -1009,15 +1009,6 @@ def _uses_fft(device: torch.device) -> bool:
     return device.type != "cpu" or _FFT_ON_CPU
 
 
-def _has_storage(value: Tensor) -> bool:
-    """Whether ``value`` is a plain tensor, not a torch.func wrapper (that a cache must not keep)."""
-    try:
-        value.data_ptr()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _is_circulant(matrix: Tensor) -> bool:
     scale = max(float(matrix.abs().amax()), 1e-300)
     shifted = torch.roll(matrix, shifts=(1, 1), dims=(0, 1))
@@ -1455,7 +1446,7 @@ class PowerLayer(RelaxedModule):
 
     def _operators(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         t = self.magnitudes
-        if (torch.is_grad_enabled() and t.requires_grad) or not _has_storage(t):
+        if (torch.is_grad_enabled() and t.requires_grad) or not has_storage(t):
             return tuple(_cast(op, dtype) for op in self._compute_operators(dtype))
         if self._cache is not None:
             key, key_dtype, key_device, ops = self._cache
@@ -1663,7 +1654,7 @@ class PowerLayer(RelaxedModule):
         """
         t = self.magnitudes
         grad = torch.is_grad_enabled()
-        frozen = not any((grad and v.requires_grad) or not _has_storage(v) for v in (theta, t))
+        frozen = not any((grad and v.requires_grad) or not has_storage(v) for v in (theta, t))
         if frozen and self._kernel_cache is not None:
             key_theta, key_t, key_natural, kernel = self._kernel_cache
             if (

@@ -437,6 +437,63 @@ def test_per_position_path_at_zero_is_the_convolution(kind, soft, stationary):
         torch.testing.assert_close(relaxed.eval()(x), strict.eval()(x), rtol=0, atol=1e-12)
 
 
+ROTATION_KINDS = ["SE2-lift", "SE2-gconv", "SO2-lift", "SO2-gconv"]
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", ROTATION_KINDS)
+def test_relaxed_rotation_at_zero_is_exactly_the_strict_layer(kind, dtype):
+    # Soft SO(2) writes both halves of eq. 7 as sines of A omega' + c; at omega' = 0 they must
+    # be gamma_0 to the bit (sin(pi/2) = 1), so the layer and its kernel gradients are exactly
+    # the strict layer's (Remark 2).
+    relaxed = _layer(kind, "rotation", omega_prime_init=0.0).to(dtype).eval()
+    strict = _layer(kind, "none", seed=1).to(dtype).eval()
+    strict.kernel.load_state_dict(relaxed.kernel.state_dict())
+    x = _input(kind).to(dtype)
+    probe = torch.randn(strict(x).shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    results = []
+    for layer in (relaxed, strict):
+        out = layer(x, grid_offset=0.3)
+        params = list(layer.kernel.parameters())
+        results.append((out.detach(), torch.autograd.grad((out * probe).sum(), params)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["SE2-lift", "SE2-gconv"])
+def test_cached_domain_phases_follow_offset_state_and_dtype(kind):
+    # The phases of soft SO(2) are kept between calls; every call must see the grid offset,
+    # the domain basis and the dtype it is made with, as a layer that never cached them does.
+    layer = _layer(kind, "rotation", omega_prime_init=0.6).eval()
+    x = _input(kind)
+
+    def fresh(source):  # a copy whose next call computes its phases anew
+        copy = _layer(kind, "rotation", seed=2).to(source.kernel.omega.dtype).eval()
+        copy.load_state_dict(source.state_dict())
+        return copy
+
+    def check(source, *offsets):
+        with torch.no_grad():
+            for offset in offsets:
+                got, want = source(x, grid_offset=offset), fresh(source)(x, grid_offset=offset)
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+    check(layer, 0.0, 0.3, 0.3, 0.0)
+    layer.kernel.domain_basis = -layer.kernel.domain_basis  # another tensor, same version
+    check(layer, 0.0)
+    other = _layer(kind, "rotation", seed=1, omega_prime_init=0.6)
+    assert not torch.equal(other.kernel.domain_basis, layer.kernel.domain_basis)
+    layer.load_state_dict(other.state_dict())  # copies into the buffers in place
+    check(layer, 0.0)
+    with torch.no_grad():
+        layer.kernel.domain_basis.mul_(-0.5)
+    check(layer, 0.0)
+    layer.float()
+    x = x.float()
+    check(layer, 0.0)
+
+
 def _disk_sum(x, radius, padding):
     height, width = x.shape[-2:]
     reach = math.floor(radius)
@@ -703,7 +760,7 @@ def test_bad_forward_inputs():
 
 # -------------------------------------------------------------------------------- devices
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("soft", ["none", "both"])
+@pytest.mark.parametrize("soft", ["none", "rotation", "both"])
 def test_device_agrees_with_cpu(device, soft):
     layer = _layer("SE2-gconv", soft, omega_prime_init=0.5).eval()
     x = _input("SE2-gconv")
