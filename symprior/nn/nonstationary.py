@@ -737,6 +737,7 @@ class _NonStationaryLayer(RelaxedModule):
                 torch.full((len(dims),), float(config.omega_prime_init))
             )
         self._phases: _DomainPhases | None = None
+        self._strict_features: dict[tuple[tuple[int, ...], torch.dtype, str], Tensor] = {}
 
     @property
     def translation_soft(self) -> bool:
@@ -768,17 +769,23 @@ class _NonStationaryLayer(RelaxedModule):
         return self.kernel.omega.dtype
 
     def _domain_preactivation(
-        self, domain_coords: Callable[[], Tensor], grid_offset: float, device: torch.device
+        self,
+        domain_coords: Callable[[], Tensor],
+        grid_offset: float,
+        device: torch.device,
+        shape: tuple[int, ...],
     ) -> Tensor:
         r"""The domain block of the kernel net's first layer (004 eq. 7-8) at domain
         coordinates that are the same for every pixel (all layers but soft translation),
         ``(..., hidden)``.
 
-        ``domain_coords()`` gives the float64 coordinates ``(..., domain_dim)`` of :math:`v`,
-        a function of ``grid_offset`` alone; it is called only when they are needed.
+        ``domain_coords()`` gives the float64 coordinates ``(*shape, domain_dim)`` of
+        :math:`v`, a function of ``grid_offset`` alone; it is called only when they are needed.
 
-        A strict layer evaluates :meth:`RandomFourierKernel.domain_preactivation` at
-        :math:`\omega' = 0`. A relaxed layer's phases are linear in :math:`\omega'`,
+        A strict layer's features are those of :meth:`RandomFourierKernel.domain_preactivation`
+        at :math:`\omega' = 0`, :math:`\gamma_0 = (1, \dots, 1, 0, \dots, 0) / \sqrt{D}` at every
+        point (all phases vanish): a constant kept per shape, dtype and device, so that only the
+        domain layer's product remains. A relaxed layer's phases are linear in :math:`\omega'`,
         :math:`2\pi W (b \odot E^\top \omega') = A\, \omega'` with :math:`E` the embedded
         coordinates each component of :math:`\omega'` scales (``soft_selection`` and the
         kernel's ``domain_expand``), and both halves of eq. 7 are sines,
@@ -796,8 +803,14 @@ class _NonStationaryLayer(RelaxedModule):
         """
         dtype = self._dtype()
         if self.soft == "none":
-            coords = domain_coords().to(device=device, dtype=dtype)
-            return self.kernel.domain_preactivation(coords, None)
+            key = (shape, dtype, str(device))
+            if key not in self._strict_features:
+                size = self.kernel.domain_basis.shape[0]
+                with filling_cache():
+                    ones = torch.zeros(*shape, 2 * size, dtype=dtype, device=device)
+                    ones[..., :size] = 1.0  # cos 0, then sin 0
+                    self._strict_features[key] = ones * (1.0 / math.sqrt(size))
+            return self.kernel.domain_layer(self._strict_features[key])
         phases = self._domain_phases(domain_coords, grid_offset, device)
         if phases is None:
             coords = domain_coords().to(device=device, dtype=dtype)
@@ -897,6 +910,7 @@ class _PlanarLayer(_NonStationaryLayer):
         x: Tensor,
         filter_coords: Tensor,
         domain_coords: Callable[[], Tensor],
+        domain_shape: tuple[int, int],
         rotations_out: int,
         rotations_in: int,
         grid_offset: float = 0.0,
@@ -914,6 +928,8 @@ class _PlanarLayer(_NonStationaryLayer):
             ``() -> (Rd, Sd, domain_dim)`` float64 (``Rd`` in ``{1, R}``, ``Sd`` in
             ``{1, S}``): the rotation part of :math:`v`; the translation part is added here per
             position. Called only when needed (:meth:`_domain_preactivation`).
+        domain_shape : tuple of int
+            ``(Rd, Sd)``.
         grid_offset : float
             The grid offset the domain coordinates are a function of.
 
@@ -929,7 +945,7 @@ class _PlanarLayer(_NonStationaryLayer):
         norm = 1.0 / rotations_in
         n_in, n_out = self.in_channels, self.out_channels
         if not self.translation_soft:
-            zd = self._domain_preactivation(domain_coords, grid_offset, x.device)
+            zd = self._domain_preactivation(domain_coords, grid_offset, x.device, domain_shape)
             ker = self.kernel.head(zf + zd[:, :, None, :]).unflatten(-1, (n_in, n_out))
             ker = ker.permute(4, 0, 3, 1, 2)  # (O, R, I, S, K)
             size = 2 * self.reach + 1
@@ -1051,7 +1067,7 @@ class NonStationaryConv2d(_PlanarLayer):
             return filter_coords.new_zeros(1, 1, 2)
 
         # squeeze, not [:, :, 0]: its backward is a view, not a zero-filled copy.
-        return self._planar(x, filter_coords, domain_coords, 1, 1).squeeze(2)
+        return self._planar(x, filter_coords, domain_coords, (1, 1), 1, 1).squeeze(2)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, radius={self.radius}, padding={self.padding!r}"
@@ -1167,7 +1183,8 @@ class NonStationaryLifting(_PlanarLayer):
             coords[:, 0, 2] = grid_turns(self.num_rotations, offset, x.device)
             return coords
 
-        return self._planar(x, filter_coords, domain_coords, self.num_rotations, 1, offset)
+        shape = (self.num_rotations, 1)
+        return self._planar(x, filter_coords, domain_coords, shape, self.num_rotations, 1, offset)
 
     def _disk_pixels(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (height, width, "so2:" + str(device))
@@ -1197,7 +1214,7 @@ class NonStationaryLifting(_PlanarLayer):
         def domain_coords() -> Tensor:
             return grid_turns(self.num_rotations, offset, x.device)[:, None, None]
 
-        zd = self._domain_preactivation(domain_coords, offset, x.device)
+        zd = self._domain_preactivation(domain_coords, offset, x.device, (self.num_rotations, 1))
         ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
         pixels = x.flatten(2).index_select(2, index)  # (B, I, Y)
         return torch.einsum("biy,ryio->bor", pixels, ker)
@@ -1334,7 +1351,7 @@ class NonStationaryGroupConv(_PlanarLayer):
             return coords
 
         flat = x.reshape(x.shape[0], -1, *x.shape[-2:])
-        return self._planar(flat, filter_coords, domain_coords, num, num, offset)
+        return self._planar(flat, filter_coords, domain_coords, (1, num), num, num, offset)
 
     def _conv_so2(self, x: Tensor, offset: float) -> Tensor:
         dtype = self._dtype()
@@ -1344,7 +1361,7 @@ class NonStationaryGroupConv(_PlanarLayer):
         def domain_coords() -> Tensor:
             return grid_turns(self.num_rotations, offset, x.device)[None, :, None]
 
-        zd = self._domain_preactivation(domain_coords, offset, x.device)
+        zd = self._domain_preactivation(domain_coords, offset, x.device, (1, self.num_rotations))
         ker = self.kernel.head(zf + zd).unflatten(-1, (self.in_channels, self.out_channels))
         return torch.einsum("bis,rsio->bor", x, ker) / self.num_rotations
 
