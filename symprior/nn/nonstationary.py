@@ -654,16 +654,22 @@ def _disk_product_reference(
 
 
 # ------------------------------------------------------------------------------ base class
+#: Phase tables of a relaxed domain block with more rows than this are kept in float64
+#: (:meth:`_NonStationaryLayer._domain_phases`).
+_LONG_PHASES = 4096
+
+
 @dataclass(frozen=True, eq=False)
 class _DomainPhases:
     r"""The phases of a relaxed layer's domain features as an affine function of
     :math:`\omega'`, ``matrix @ omega_prime + shift`` (:meth:`_NonStationaryLayer.
-    _domain_preactivation`), for one grid offset, dtype and device.
+    _domain_preactivation`), for one grid offset (and image size), dtype and device.
 
     Attributes
     ----------
     key : tuple
-        ``(grid_offset, dtype, str(device))``.
+        ``(grid_offset, ..., dtype, str(device))``, with the image size and domain scale for
+        soft translation.
     basis : Tensor
         The kernel's ``domain_basis`` they were computed from, and ``version`` its version
         counter then.
@@ -674,7 +680,7 @@ class _DomainPhases:
         ``(..., 2D)``: the features' shape.
     """
 
-    key: tuple[float, torch.dtype, str]
+    key: tuple[object, ...]
     basis: Tensor
     version: int
     matrix: Tensor
@@ -774,13 +780,14 @@ class _NonStationaryLayer(RelaxedModule):
         grid_offset: float,
         device: torch.device,
         shape: tuple[int, ...],
+        key: tuple[object, ...] = (),
     ) -> Tensor:
-        r"""The domain block of the kernel net's first layer (004 eq. 7-8) at domain
-        coordinates that are the same for every pixel (all layers but soft translation),
-        ``(..., hidden)``.
+        r"""The domain block of the kernel net's first layer (004 eq. 7-8), ``(*shape, hidden)``.
 
         ``domain_coords()`` gives the float64 coordinates ``(*shape, domain_dim)`` of
-        :math:`v`, a function of ``grid_offset`` alone; it is called only when they are needed.
+        :math:`v`, a function of ``grid_offset`` and ``key`` alone (the image size and domain
+        scale for soft translation, whose coordinates hold every grid position); it is called
+        only when they are needed.
 
         A strict layer's features are those of :meth:`RandomFourierKernel.domain_preactivation`
         at :math:`\omega' = 0`, :math:`\gamma_0 = (1, \dots, 1, 0, \dots, 0) / \sqrt{D}` at every
@@ -811,20 +818,23 @@ class _NonStationaryLayer(RelaxedModule):
                     ones[..., :size] = 1.0  # cos 0, then sin 0
                     self._strict_features[key] = ones * (1.0 / math.sqrt(size))
             return self.kernel.domain_layer(self._strict_features[key])
-        phases = self._domain_phases(domain_coords, grid_offset, device)
+        phases = self._domain_phases(domain_coords, (grid_offset, *key), device)
         if phases is None:
             coords = domain_coords().to(device=device, dtype=dtype)
             return self.kernel.domain_preactivation(coords, self.domain_frequencies())
-        values = torch.addmv(phases.shift, phases.matrix, self.omega_prime)
+        matrix = phases.matrix
+        values = torch.addmv(phases.shift, matrix, self.omega_prime.to(matrix.dtype))
         scale = 1.0 / math.sqrt(self.kernel.domain_basis.shape[0])
-        return self.kernel.domain_layer(torch.sin(values).view(phases.shape) * scale)
+        features = torch.sin(values).view(phases.shape).to(dtype) * scale
+        return self.kernel.domain_layer(features)
 
     def _domain_phases(
-        self, domain_coords: Callable[[], Tensor], grid_offset: float, device: torch.device
+        self, domain_coords: Callable[[], Tensor], where: tuple[object, ...], device: torch.device
     ) -> _DomainPhases | None:
         r""":math:`A` and :math:`c` of :meth:`_domain_preactivation`, kept for the last grid
-        offset, dtype and device (eval mode and the group convolutions' default offset use one
-        throughout), and recomputed when the kernel's ``domain_basis`` is another tensor
+        offset (and image size, ``where``), dtype and device (eval mode, the group
+        convolutions' default offset and the T(2) convolution use one throughout), and
+        recomputed when the kernel's ``domain_basis`` is another tensor
         (``module.to``, assignment) or was changed in place (``load_state_dict``: its version
         counter moved). ``None`` when the basis itself is differentiated, is a :mod:`torch.func`
         wrapper or an inference tensor (which has no version counter): the general path then
@@ -832,7 +842,7 @@ class _NonStationaryLayer(RelaxedModule):
         basis = self.kernel.domain_basis
         if basis.requires_grad or basis.is_inference() or not has_storage(basis):
             return None
-        key = (grid_offset, self._dtype(), str(device))
+        key = (*where, self._dtype(), str(device))
         cached = self._phases
         if (
             cached is not None
@@ -845,16 +855,20 @@ class _NonStationaryLayer(RelaxedModule):
             embedded = embed_coordinates(domain_coords().to(device), self.kernel.angular_domain)
             # (m, e): the embedded coordinates each component of omega' scales.
             select = self.soft_selection.double().t() @ self.kernel.domain_expand.double()
-            slopes = torch.einsum("...e,je,de->...dj", embedded, select, basis.double())
+            # (..., m, e) @ (e, D): one matrix product (an einsum would batch it per point).
+            slopes = ((embedded[..., None, :] * select) @ basis.double().T).transpose(-1, -2)
             slopes = torch.cat([slopes, slopes], -2) * (2 * math.pi)  # (..., 2D, m)
             shift = torch.zeros(slopes.shape[:-1], dtype=torch.float64, device=device)
             shift[..., : basis.shape[0]] = math.pi / 2
+            # Long tables (soft translation: every grid position) in float64: the gradient of
+            # omega' sums over all their rows, which float32 would round to ~1e-5.
+            dtype = torch.float64 if shift.numel() > _LONG_PHASES else self._dtype()
             self._phases = _DomainPhases(
                 key,
                 basis,
                 basis._version,
-                slopes.reshape(-1, slopes.shape[-1]).to(key[1]),
-                shift.reshape(-1).to(key[1]),
+                slopes.reshape(-1, slopes.shape[-1]).to(dtype),
+                shift.reshape(-1).to(dtype),
                 tuple(shift.shape),
             )
         return self._phases
@@ -963,10 +977,16 @@ class _PlanarLayer(_NonStationaryLayer):
         # Soft translation: a kernel per grid position and offset, 004 eq. 8 with the position
         # of the input pixel in the domain coordinates (see _DiskProductFunction).
         layout = self._layout(height, width, x.device)
-        coords = domain_coords().to(x.device)[None].repeat(layout.length, 1, 1, 1)
-        coords[..., :2] = (layout.positions / self._domain_scale(height, width))[:, None, None]
-        omega_prime = self.domain_frequencies()
-        zd = self.kernel.domain_preactivation(coords.to(dtype), omega_prime)  # (L, Rd, Sd, J)
+        scale = self._domain_scale(height, width)
+
+        def coords() -> Tensor:  # (L, Rd, Sd, domain_dim)
+            out = domain_coords().to(x.device)[None].repeat(layout.length, 1, 1, 1)
+            out[..., :2] = (layout.positions / scale)[:, None, None]
+            return out
+
+        shape = (layout.length, *domain_shape)
+        where = (height, width, scale)
+        zd = self._domain_preactivation(coords, grid_offset, x.device, shape, where)
         zd = zd.transpose(1, 2).contiguous()  # (L, Sd, Rd, J)
         zf = zf.permute(2, 1, 0, 3).contiguous()  # (K, S, R, J)
         keep = torch.is_grad_enabled() and (zf.requires_grad or zd.requires_grad)
