@@ -674,8 +674,9 @@ class _DomainPhases:
         The kernel's ``domain_basis`` they were computed from, and ``version`` its version
         counter then.
     matrix, shift : Tensor
-        ``(N * 2D, m)`` and ``(N * 2D,)`` in the layer's dtype, for ``N`` domain points and
-        ``m`` relaxed coordinates: the cosine half of each point's features, then the sine half.
+        ``(N * 2D, m)`` and ``(N * 2D,)`` in the layer's dtype (float64 for tables longer than
+        ``_LONG_PHASES``), for ``N`` domain points and ``m`` relaxed coordinates: the cosine
+        half of each point's features, then the sine half.
     shape : tuple of int
         ``(..., 2D)``: the features' shape.
     """
@@ -686,6 +687,15 @@ class _DomainPhases:
     matrix: Tensor
     shift: Tensor
     shape: tuple[int, ...]
+
+
+def _cosine_shift(shape: tuple[int, ...], size: int, device: torch.device) -> Tensor:
+    r""":math:`c` of :meth:`_NonStationaryLayer._domain_preactivation`, ``(*shape, 2 size)``
+    float64: :math:`\pi/2` on the cosine half of eq. 7's features (:math:`\cos\varphi =
+    \sin(\varphi + \pi/2)`), 0 on the sine half."""
+    shift = torch.zeros(*shape, 2 * size, dtype=torch.float64, device=device)
+    shift[..., :size] = math.pi / 2
+    return shift
 
 
 class _NonStationaryLayer(RelaxedModule):
@@ -809,14 +819,14 @@ class _NonStationaryLayer(RelaxedModule):
         rounds to 1), so the layer is still exactly the strict one (Remark 2).
         """
         dtype = self._dtype()
+        size = self.kernel.domain_basis.shape[0]
+        scale = 1.0 / math.sqrt(size)
         if self.soft == "none":
             key = (shape, dtype, str(device))
             if key not in self._strict_features:
-                size = self.kernel.domain_basis.shape[0]
-                with filling_cache():
-                    ones = torch.zeros(*shape, 2 * size, dtype=dtype, device=device)
-                    ones[..., :size] = 1.0  # cos 0, then sin 0
-                    self._strict_features[key] = ones * (1.0 / math.sqrt(size))
+                with filling_cache():  # sin(c) = (1, ..., 1, 0, ..., 0): cos 0, then sin 0
+                    ones = torch.sin(_cosine_shift(shape, size, device)).to(dtype)
+                    self._strict_features[key] = ones * scale
             return self.kernel.domain_layer(self._strict_features[key])
         phases = self._domain_phases(domain_coords, (grid_offset, *key), device)
         if phases is None:
@@ -824,7 +834,6 @@ class _NonStationaryLayer(RelaxedModule):
             return self.kernel.domain_preactivation(coords, self.domain_frequencies())
         matrix = phases.matrix
         values = torch.addmv(phases.shift, matrix, self.omega_prime.to(matrix.dtype))
-        scale = 1.0 / math.sqrt(self.kernel.domain_basis.shape[0])
         features = torch.sin(values).view(phases.shape).to(dtype) * scale
         return self.kernel.domain_layer(features)
 
@@ -858,10 +867,9 @@ class _NonStationaryLayer(RelaxedModule):
             # (..., m, e) @ (e, D): one matrix product (an einsum would batch it per point).
             slopes = ((embedded[..., None, :] * select) @ basis.double().T).transpose(-1, -2)
             slopes = torch.cat([slopes, slopes], -2) * (2 * math.pi)  # (..., 2D, m)
-            shift = torch.zeros(slopes.shape[:-1], dtype=torch.float64, device=device)
-            shift[..., : basis.shape[0]] = math.pi / 2
+            shift = _cosine_shift(tuple(slopes.shape[:-2]), basis.shape[0], device)
             # Long tables (soft translation: every grid position) in float64: the gradient of
-            # omega' sums over all their rows, which float32 would round to ~1e-5.
+            # omega' sums over all their rows, which float32 would round to a few 1e-6.
             dtype = torch.float64 if shift.numel() > _LONG_PHASES else self._dtype()
             self._phases = _DomainPhases(
                 key,

@@ -1646,11 +1646,10 @@ class PowerLayer(RelaxedModule):
         The weight in the Fourier domain, :math:`K^{(o,c)}_{kl} = \sum_n \theta^{(o,c)}_n
         P_{n,kl}` with :math:`P = \exp(L t)` the DFT multipliers of every power product
         (:meth:`_fourier_logs`): one matrix-vector product, one exponential and one product with
-        :math:`\theta`, whatever the number of generators and powers.
-        Row frequencies in natural order (``natural``, the FFT path) or in that of
-        :func:`_butterfly`, as ``(in, out)`` matrices that multiply the spectra from the right.
-        Cached while nothing needs gradients and neither :math:`\theta` nor :math:`t` changes
-        (compared by value).
+        :math:`\theta`, whatever the number of generators and powers. Row frequencies in natural
+        order (``natural``, the FFT path) or in that of :func:`_butterfly`, as ``(in, out)``
+        matrices that multiply the spectra from the right. Cached while nothing needs gradients
+        and neither :math:`\theta` nor :math:`t` changes (compared by value).
         """
         t = self.magnitudes
         grad = torch.is_grad_enabled()
