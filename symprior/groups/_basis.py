@@ -14,7 +14,7 @@ cost per iteration is a few ``size x size`` matrix products).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import torch
 from torch import Tensor
@@ -203,7 +203,9 @@ class BlockBasis:
     r"""An equivariant basis stored block-wise; :meth:`weight` maps coefficients to ``W``.
 
     Never materialises the ``(out*in, r)`` matrix, so hidden layers with hundreds of channels stay
-    cheap: applying it costs one small ``einsum`` per pair of summands.
+    cheap: applying it costs one small matrix product per pair of summands, and the blocks are
+    joined by concatenation (whose gradient is a set of views), not written into a zero matrix
+    (whose gradient clones the whole of ``W`` once per block).
     """
 
     rep_in: Rep
@@ -223,22 +225,58 @@ class BlockBasis:
             raise ValueError(
                 f"coeffs must have shape ({self.num_coeffs},), got {tuple(coeffs.shape)}"
             )
-        w = coeffs.new_zeros(self.rep_out.size, self.rep_in.size)
+        parts = []
         i = 0
         for b in self.blocks:
-            if b.rank == 0:
-                continue
-            c = coeffs[i : i + b.num_coeffs].reshape(b.out_mult, b.in_mult, b.rank)
+            shape = (b.out_mult * b.out_size, b.in_mult * b.in_size)
+            c = coeffs[i : i + b.num_coeffs]
             i += b.num_coeffs
-            q = b.basis.to(coeffs).reshape(b.out_size, b.in_size, b.rank)
-            block = torch.einsum("abc,pqc->apbq", c, q).reshape(
-                b.out_mult * b.out_size, b.in_mult * b.in_size
-            )
-            w[
-                b.out_offset : b.out_offset + b.out_mult * b.out_size,
-                b.in_offset : b.in_offset + b.in_mult * b.in_size,
-            ] = block
-        return w
+            if b.rank == 0:
+                parts.append(coeffs.new_zeros(()).expand(shape))
+            elif b.out_size == b.in_size == 1:  # copies of a scalar map: c times the basis entry
+                parts.append(c.view(shape) * b.basis.to(coeffs).view(()))
+            else:
+                # (a b, r) @ (r, p q), then the copy index (a, b) interleaved with the
+                # component index (p, q): block (a, b) of W is sum_r c[a, b, r] Q_r.
+                q = b.basis.to(coeffs)  # (p q, r)
+                block = torch.mm(c.view(-1, b.rank), q.t())
+                block = block.view(b.out_mult, b.in_mult, b.out_size, b.in_size)
+                parts.append(block.transpose(1, 2).reshape(shape))
+        rows = self._bands
+        if rows is None:  # blocks not laid out as a grid: write each into place
+            w = coeffs.new_zeros(self.rep_out.size, self.rep_in.size)
+            for b, part in zip(self.blocks, parts, strict=True):
+                w[
+                    b.out_offset : b.out_offset + b.out_mult * b.out_size,
+                    b.in_offset : b.in_offset + b.in_mult * b.in_size,
+                ] = part
+            return w
+        bands = [torch.cat(parts[a:z], 1) if z - a > 1 else parts[a] for a, z in rows]
+        w = torch.cat(bands, 0) if len(bands) > 1 else bands[0]
+        return w if w.stride(-1) != 0 else w.contiguous()
+
+    @cached_property
+    def _bands(self) -> tuple[tuple[int, int], ...] | None:
+        r"""The runs ``[a, z)`` of :attr:`blocks` that make up each band of rows of ``W``, when
+        the blocks tile it band by band, each band from the left (as
+        :func:`equivariant_basis_blocks` lays them out); None otherwise."""
+        runs: list[tuple[int, int]] = []
+        row = col = height = 0
+        for k, b in enumerate(self.blocks):
+            if col == self.rep_in.size:  # the previous band is complete
+                row, col = row + height, 0
+            if b.out_offset != row or b.in_offset != col:
+                return None
+            if col == 0:
+                runs.append((k, k + 1))
+                height = b.out_mult * b.out_size
+            elif b.out_mult * b.out_size != height:
+                return None
+            runs[-1] = (runs[-1][0], k + 1)
+            col += b.in_mult * b.in_size
+        if not runs or col != self.rep_in.size or row + height != self.rep_out.size:
+            return None
+        return tuple(runs)
 
     def dense(self) -> Tensor:
         r"""The full basis ``(rep_out.size * rep_in.size, num_coeffs)`` (float64)."""

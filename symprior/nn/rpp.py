@@ -18,10 +18,10 @@ The relaxation parameters are the residuals ``B`` (``residual``) and :math:`b_{r
 decay 1e-3 on them and 1e2 on the residuals.
 
 ``Q`` is never materialised: :func:`~symprior.groups.equivariant_basis_blocks` stores one basis per
-pair of summands and :meth:`~symprior.groups.BlockBasis.weight` builds ``W`` with one ``einsum``
-per pair, so hidden layers with hundreds of channels build and run fast. The float64 bases are the
-master copies; a working copy per ``(dtype, device)`` is cached on first use, so casting a layer
-to float32 never degrades them.
+pair of summands and :meth:`~symprior.groups.BlockBasis.weight` builds ``W`` with one small
+matrix product per pair, so hidden layers with hundreds of channels build and run fast. The
+float64 bases are the master copies; a working copy per ``(dtype, device)`` is cached on first
+use, so casting a layer to float32 never degrades them.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class _BasisLinear(nn.Module):
             equivariant_basis_blocks(Scalar(self.rep_in.G), self.rep_out) if bias else None
         )
         # The bias basis has only rep_out.size rows: kept dense, the bias is one matrix-vector
-        # product instead of one einsum per summand.
+        # product instead of one product per summand.
         self._bias_dense = self._bias_basis.dense() if self._bias_basis is not None else None
         self._working: dict[tuple[torch.dtype, torch.device], tuple[BlockBasis, Tensor | None]] = {}
         self.coeffs = nn.Parameter(torch.empty(self._basis.num_coeffs))

@@ -18,6 +18,7 @@ from symprior.groups import (
     equivariant_basis,
     equivariant_basis_blocks,
 )
+from symprior.groups._basis import BlockBasis
 from tests.conftest import ALL_GROUPS, DEVICES, GROUP_IDS
 
 
@@ -230,6 +231,36 @@ def test_block_weight_matches_dense_basis():
     )
     expected = (blocks.dense() @ c).reshape(rep_out.size, rep_in.size)
     assert torch.allclose(blocks.weight(c), expected, atol=1e-13)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_block_weight_and_its_gradient_match_dense_basis(shuffled):
+    """Both assemblies of ``W``: band by band (the blocks as ``equivariant_basis_blocks`` lays
+    them out, rank-0 blocks and bands of one block included) and block by block into place (any
+    other order, here the blocks reversed); the gradient is ``Q^T`` applied to the output's."""
+    G = SO2()
+    rep_in, rep_out = 3 * V(G) + 2 * Scalar(G), 2 * Scalar(G) + V(G)
+    blocks = equivariant_basis_blocks(rep_in, rep_out)
+    assert blocks._bands == ((0, 2), (2, 4))
+    if shuffled:  # the same basis with its blocks (and so its coefficients) in reverse order
+        blocks = BlockBasis(rep_in, rep_out, blocks.blocks[::-1])
+        assert blocks._bands is None
+    gen = torch.Generator().manual_seed(0)
+    c = torch.randn(blocks.num_coeffs, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(rep_out.size, rep_in.size, generator=gen, dtype=torch.float64)
+    dense = blocks.dense()
+    w = blocks.weight(c)
+    assert w.is_contiguous()
+    assert torch.allclose(w, (dense @ c).reshape(w.shape), atol=1e-14)
+    (grad,) = torch.autograd.grad(w, c, g)
+    assert torch.allclose(grad, dense.t() @ g.reshape(-1), atol=1e-14)
+
+
+def test_block_weight_with_no_equivariant_maps_is_zero():
+    G = SO2()
+    blocks = equivariant_basis_blocks(2 * Scalar(G), V(G))  # no invariant maps Scalar -> V
+    w = blocks.weight(torch.zeros(0))
+    assert torch.equal(w, torch.zeros(2, 2)) and w.is_contiguous()
 
 
 @pytest.mark.parametrize("device", DEVICES)
