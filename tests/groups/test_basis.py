@@ -234,14 +234,18 @@ def test_block_weight_matches_dense_basis():
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_block_weight_and_its_gradient_match_dense_basis(shuffled):
+@pytest.mark.parametrize("group", ["SO2", "SO3"])
+def test_block_weight_and_its_gradient_match_dense_basis(shuffled, group):
     """Both assemblies of ``W``: band by band (the blocks as ``equivariant_basis_blocks`` lays
     them out, rank-0 blocks and bands of one block included) and block by block into place (any
-    other order, here the blocks reversed); the gradient is ``Q^T`` applied to the output's."""
-    G = SO2()
+    other order, here the blocks reversed); blocks formed row by row (SO(2)'s ``V``) and with
+    one product (SO(3)'s ``V`` and ``V x V``); the gradient is ``Q^T`` applied to the output's."""
+    G = SO2() if group == "SO2" else SO3()
     rep_in, rep_out = 3 * V(G) + 2 * Scalar(G), 2 * Scalar(G) + V(G)
+    if group == "SO3":
+        rep_out = rep_out + V(G) * V(G)
     blocks = equivariant_basis_blocks(rep_in, rep_out)
-    assert blocks._bands == ((0, 2), (2, 4))
+    assert blocks._bands == (((0, 2), (2, 4)) if group == "SO2" else ((0, 2), (2, 4), (4, 6)))
     if shuffled:  # the same basis with its blocks (and so its coefficients) in reverse order
         blocks = BlockBasis(rep_in, rep_out, blocks.blocks[::-1])
         assert blocks._bands is None
