@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from symprior.groups import SE2, SL2, SO2, Affine2, Group, Scaling
+from symprior.nn._inputs import check_like_parameters
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
 __all__ = ["LieAlgebraConv"]
@@ -419,10 +420,7 @@ class LieAlgebraConv(RelaxedModule):
             raise ValueError(
                 f"input has {input.shape[1]} channels, expected in_channels={self.in_channels}"
             )
-        if input.dtype != self.weight.dtype:
-            raise TypeError(
-                f"input has dtype {input.dtype} but the layer's parameters are {self.weight.dtype}"
-            )
+        check_like_parameters(input, self.weight, "input")
         rows, cols = input.shape[-2:]
         if self.support > min(rows, cols):
             raise ValueError(f"support={self.support} is larger than the image ({rows} x {cols})")

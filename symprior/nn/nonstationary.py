@@ -110,6 +110,7 @@ from torch import Tensor
 from symprior._caching import filling_cache, has_storage
 from symprior.groups import SE2, SO2, Group
 from symprior.nn._blas import split_addmm_, split_mm
+from symprior.nn._inputs import check_like_parameters
 from symprior.nn._nonstationary_geometry import (
     RowLayout,
     disk_offsets,
@@ -200,7 +201,9 @@ def _grid_offset(value: object) -> float:
     return float(value)
 
 
-def _check_input(x: object, shape: tuple[str, ...], fixed: dict[int, tuple[str, int]]) -> Tensor:
+def _check_input(
+    x: object, shape: tuple[str, ...], fixed: dict[int, tuple[str, int]], parameter: Tensor
+) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     layout = "(" + ", ".join(shape) + ")"
@@ -211,6 +214,7 @@ def _check_input(x: object, shape: tuple[str, ...], fixed: dict[int, tuple[str, 
             raise ValueError(
                 f"input must have shape {layout} with {name} = {size}, got {tuple(x.shape)}"
             )
+    check_like_parameters(x, parameter, "input")
     return x
 
 
@@ -1088,7 +1092,7 @@ class NonStationaryConv2d(_PlanarLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         r"""``(B, in_channels, H, W) -> (B, out_channels, H, W)``."""
-        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
+        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)}, self.kernel.omega)
         filter_coords = self._filter_points()[None, None]
 
         def domain_coords() -> Tensor:
@@ -1196,7 +1200,7 @@ class NonStationaryLifting(_PlanarLayer):
         ``grid_offset`` is :math:`\theta_0` in radians; ``None`` draws it in training mode
         (:func:`sample_grid_offset`) and uses 0 in eval mode.
         """
-        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)})
+        x = _check_input(x, ("B", "C", "H", "W"), {1: ("C", self.in_channels)}, self.kernel.omega)
         if grid_offset is None:
             offset = sample_grid_offset(self.num_rotations) if self.training else 0.0
         else:
@@ -1358,10 +1362,11 @@ class NonStationaryGroupConv(_PlanarLayer):
         """
         offset = _grid_offset(grid_offset)
         num = self.num_rotations
+        fixed = {1: ("C", self.in_channels), 2: ("R", num)}
         if self.group_key == "SO2":
-            x = _check_input(x, ("B", "C", "R"), {1: ("C", self.in_channels), 2: ("R", num)})
+            x = _check_input(x, ("B", "C", "R"), fixed, self.kernel.omega)
             return self._conv_so2(x, offset)
-        x = _check_input(x, ("B", "C", "R", "H", "W"), {1: ("C", self.in_channels), 2: ("R", num)})
+        x = _check_input(x, ("B", "C", "R", "H", "W"), fixed, self.kernel.omega)
         angles = (offset + 2 * math.pi * torch.arange(num, dtype=torch.float64) / num).to(x.device)
         spatial = rotate_inverse(self._filter_points(), angles)  # (S, K, 2)
         num_off = spatial.shape[1]

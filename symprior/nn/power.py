@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from symprior._caching import cacheable, filling_cache, has_storage
 from symprior.groups import image_coordinates
 from symprior.nn._blas import split_mm
+from symprior.nn._inputs import check_device, check_floating
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
 __all__ = [
@@ -1529,6 +1530,9 @@ class PowerLayer(RelaxedModule):
             raise ValueError(
                 f"x has {channels} channels, the layer expects in_channels={self.in_channels}"
             )
+        # Any floating dtype: the layer computes in x's (its parameters are cast to it).
+        check_floating(x, "x")
+        check_device(x, self.weight, "x")
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Apply the layer.

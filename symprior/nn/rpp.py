@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from symprior._caching import filling_cache
 from symprior.groups import BlockBasis, Group, Rep, Scalar, V, equivariant_basis_blocks
+from symprior.nn._inputs import check_floating, check_like_parameters
 from symprior.nn._relaxation import Relaxation, RelaxedModule
 
 __all__ = ["RPPMLP", "EquivariantLinear", "GatedNonlinearity", "RPPLinear", "hidden_rep"]
@@ -73,13 +74,19 @@ def _check_scale(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_input(x: object, size: int, rep: Rep) -> Tensor:
+def _check_input(x: object, size: int, rep: Rep, parameter: Tensor | None = None) -> Tensor:
+    r"""``x`` ``(..., size)``, floating point, and with ``parameter``'s dtype and device if
+    given (a layer's parameters; a nonlinearity has none)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (..., {size}), got {type(x).__name__}")
     if x.ndim == 0 or x.shape[-1] != size:
         raise ValueError(
             f"x must have last dimension {size} (the size of {rep!r}), got shape {tuple(x.shape)}"
         )
+    if parameter is None:
+        check_floating(x, "x")
+    else:
+        check_like_parameters(x, parameter, "x")
     return x
 
 
@@ -235,7 +242,7 @@ class EquivariantLinear(_BasisLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Apply the layer to ``x`` ``(..., rep_in.size)``; returns ``(..., rep_out.size)``."""
-        _check_input(x, self.rep_in.size, self.rep_in)
+        _check_input(x, self.rep_in.size, self.rep_in, self.coeffs)
         return F.linear(x, self.equivariant_weight(), self.equivariant_bias())
 
 
@@ -352,7 +359,7 @@ class RPPLinear(_BasisLinear, RelaxedModule):
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Apply the layer to ``x`` ``(..., rep_in.size)``; returns ``(..., rep_out.size)``."""
-        _check_input(x, self.rep_in.size, self.rep_in)
+        _check_input(x, self.rep_in.size, self.rep_in, self.coeffs)
         weight = self.equivariant_weight() + self.residual
         bias = self.equivariant_bias()
         if bias is not None and self.bias_residual is not None:
@@ -544,7 +551,7 @@ class RPPMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Apply the network to ``x`` ``(..., rep_in.size)``; returns ``(..., rep_out.size)``."""
-        _check_input(x, self.rep_in.size, self.rep_in)
+        _check_input(x, self.rep_in.size, self.rep_in)  # dtype and device: the first layer
         for layer, act in zip(self.layers[:-1], self.activations, strict=True):
             x = act(layer(x))
         return self.layers[-1](x)
