@@ -21,8 +21,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from symprior._config import (
     load_config,
     make_prior,
 )
+from symprior._files import atomic_write
 
 __all__ = ["build", "execute", "hdi", "input_statistics", "load_run"]
 
@@ -55,10 +54,7 @@ def hdi(samples: torch.Tensor, prob: float = 0.94) -> tuple[float, float]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def build(config: RunConfig) -> tuple[Any, Any, Any]:
@@ -211,7 +207,8 @@ def execute(
     run_dir.mkdir(parents=True, exist_ok=True)
     if config_source is not None and config_source.resolve().parent != run_dir.resolve():
         target = run_dir / ("config" + config_source.suffix)
-        shutil.copyfile(config_source, target)
+        content = config_source.read_bytes()
+        atomic_write(target, lambda handle: handle.write(content))
     _write_text(run_dir / "config.json", json.dumps(config.as_dict(), indent=2, default=str))
 
     model, data, held_out = build(config)
@@ -259,6 +256,4 @@ def _write_diagnostics(posterior: Any, data: Any, run_dir: Path, num_samples: in
     idata.to_netcdf(str(tmp))
     os.replace(tmp, run_dir / "posterior.nc")
     figure = diagnostics.plot_equivariance_levels(idata)
-    tmp_png = run_dir / ".levels.png.tmp"
-    figure.savefig(tmp_png, format="png", dpi=120)
-    os.replace(tmp_png, run_dir / "levels.png")
+    atomic_write(run_dir / "levels.png", lambda h: figure.savefig(h, format="png", dpi=120))

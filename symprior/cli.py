@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from symprior._files import atomic_write
+
 __all__ = ["DEMO_CONFIGS", "main"]
 
 #: The demo asks the library's question of data whose answer is known. The synthetic task
@@ -117,7 +119,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2))
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from symprior._files import atomic_write
 from symprior.diagnostics._summary import as_inference_data, default_var_names
 
 __all__ = ["plot_equivariance_errors", "plot_equivariance_levels", "plot_relaxation_posteriors"]
@@ -36,7 +37,7 @@ def _save(fig: Any, path: str | os.PathLike[str] | None) -> Any:
     if path is not None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
-        fig.savefig(path, format="png", dpi=100)
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     return fig
 
 

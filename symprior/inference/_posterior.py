@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import biject_to, constraints
 
+from symprior._files import atomic_write
 from symprior.nn import RelaxedModule
 
 __all__ = [
@@ -233,20 +233,8 @@ _BLOCKS: dict[str, type[Block]] = {
 
 # ------------------------------------------------------------------------------ posterior
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    r"""``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    r"""``torch.save`` to ``path`` atomically (:func:`~symprior._files.atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 class Posterior:
