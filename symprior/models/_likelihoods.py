@@ -52,6 +52,11 @@ class Likelihood(PyroModule):
         r"""The mean of ``y`` given the network output (used by posterior predictions)."""
         return output
 
+    def check_observations(self, output: Tensor, y: Tensor) -> None:
+        r"""Raise a clear error if ``y`` cannot be observations of ``output`` (shape and dtype
+        only: free, no values read). Without it a mismatched ``y`` broadcasts against the
+        output and gives a silently wrong likelihood."""
+
 
 def _event(d: PyroDistribution, output: Tensor) -> PyroDistribution:
     """Make every axis after the batch an event axis."""
@@ -94,7 +99,17 @@ class Gaussian(Likelihood):
             scale = self.hyper.resolve("noise_scale", None, dtype=like.dtype, device=like.device)
         return {"noise_scale": scale}
 
+    def check_observations(self, output: Tensor, y: Tensor) -> None:
+        if y.shape != output.shape:
+            raise ValueError(
+                f"y has shape {tuple(y.shape)} but the network's output has shape "
+                f"{tuple(output.shape)}: a Gaussian likelihood observes one value per output "
+                f"entry, so reshape y to the output's shape"
+            )
+
     def forward(self, output, y, *, fn, x, sites):
+        if y is not None:
+            self.check_observations(output, y)
         scale = sites["noise_scale"]
         d = _event(dist.Normal(output, scale.expand_as(output)), output)
         return pyro.sample("obs", d, obs=y)
@@ -107,7 +122,21 @@ class Gaussian(Likelihood):
 class Categorical(Likelihood):
     r"""Class labels :math:`y \sim \mathrm{Categorical}(\mathrm{softmax}(f(x)))` (logits last)."""
 
+    def check_observations(self, output: Tensor, y: Tensor) -> None:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(
+                f"y must hold integer class labels for a Categorical likelihood, got {y.dtype}"
+            )
+        if y.shape != output.shape[:-1]:
+            raise ValueError(
+                f"y has shape {tuple(y.shape)} but the network's output (logits) has shape "
+                f"{tuple(output.shape)}: a Categorical likelihood observes one label per row of "
+                f"logits, y of shape {tuple(output.shape[:-1])}"
+            )
+
     def forward(self, output, y, *, fn, x, sites):
+        if y is not None:
+            self.check_observations(output, y)
         d = dist.Categorical(logits=output)
         extra = output.ndim - 2
         return pyro.sample("obs", d.to_event(extra) if extra > 0 else d, obs=y)

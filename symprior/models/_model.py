@@ -29,6 +29,12 @@ class SymmetryModel(PyroModule):
     are point estimates (param sites with their qualified names, initialised at the network's
     values) unless ``weight_prior`` is given, which makes them sample sites too.
 
+    As for any Pyro model, param sites live in Pyro's global param store under those names: two
+    models whose networks have parameters of the same names share them there. The engines run
+    each fit in its own scope of the store; when calling models directly (``Predictive``, a
+    hand-written SVI loop), call ``pyro.clear_param_store()`` before switching models. A store
+    entry of another shape is reported as such.
+
     Parameters
     ----------
     net : nn.Module
@@ -186,6 +192,15 @@ class SymmetryModel(PyroModule):
             param = params[name]
             if self.weight_priors is None:
                 values[name] = pyro.param(name, param)
+                if values[name].shape != param.shape:
+                    raise ValueError(
+                        f"Pyro's param store holds {name!r} with shape "
+                        f"{tuple(values[name].shape)}, but this model's parameter has shape "
+                        f"{tuple(param.shape)}: the store holds another model's parameters "
+                        f"under the same names. Call pyro.clear_param_store() before using "
+                        f"another model, or run each in its own pyro.get_param_store().scope() "
+                        f"(as the engines do)"
+                    )
             else:
                 prior = self.weight_priors[name]
                 values[name] = pyro.sample(name, prior.distribution(name, param, None, cache))
@@ -304,6 +319,7 @@ class SymmetryModel(PyroModule):
         noise scale is read from ``latent``."""
         self._check_fast()
         lik = self.likelihood_list[0]
+        lik.check_observations(output, y)
         fixed = lik.hyper.value if isinstance(lik, Gaussian) and lik.hyper is not None else None
         if isinstance(fixed, int | float) and not isinstance(fixed, bool):
             # A fixed numeric noise: the isotropic Gaussian density of the residuals.

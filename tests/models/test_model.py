@@ -35,7 +35,7 @@ def _clean_param_store():
 def _data(n=12, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 2, generator=gen, dtype=dtype)
-    y = torch.randn(n, 2, generator=gen, dtype=dtype)
+    y = torch.randn(n, 1, generator=gen, dtype=dtype)  # the scalar output of _mlp
     return x, y
 
 
@@ -291,6 +291,35 @@ def test_bad_input_errors():
         model(x, y, num_data=3)
     # a layer not built from a prior family at all still gets a clear error
     assert EquivariantLinear(V(G), V(G)) is not None
+
+
+def test_observations_of_the_wrong_shape_or_dtype_are_rejected_not_broadcast():
+    """A y that would broadcast against the output (a missing or extra axis, another width)
+    gives a silently wrong likelihood: both the traced model and the direct log joint refuse
+    it, as they refuse float labels for a Categorical."""
+    x, y = _data()
+    model = SymmetryModel(_mlp(), Gaussian(0.5))
+    latent = {k: p.detach() for k, p, _ in relaxation_parameters(model.network)}
+    assert torch.isfinite(model.log_joint(latent, x, y))
+    for bad in (y[:, 0], y.expand(-1, 3), y[..., None]):
+        with pytest.raises(ValueError, match=r"y has shape .* output has shape \(12, 1\)"):
+            model(x, bad)
+        with pytest.raises(ValueError, match=r"y has shape .* output has shape \(12, 1\)"):
+            model.log_joint(latent, x, bad)
+    torch.manual_seed(0)
+    net = RPPMLP(V(G), 3 * Scalar(G), 3 * V(G) + 2 * Scalar(G), 1).double()
+    classifier = SymmetryModel(net, Categorical())
+    # The regression model's weights of the same names are still in Pyro's param store.
+    with pytest.raises(ValueError, match=r"param store holds 'layers.1.coeffs' with shape \(2,\)"):
+        classifier(x)
+    pyro.clear_param_store()
+    latent = {k: p.detach() for k, p, _ in relaxation_parameters(net)}
+    labels = torch.tensor([0, 1, 2] * 4)
+    assert torch.isfinite(classifier.log_joint(latent, x, labels))
+    with pytest.raises(ValueError, match=r"one label per row of logits, y of shape \(12,\)"):
+        classifier(x, labels[:, None])
+    with pytest.raises(TypeError, match="integer class labels"):
+        classifier.log_joint(latent, x, labels.double())
 
 
 def _traced_log_joint(model, latent, x, y, num_data=None, sites=None):
