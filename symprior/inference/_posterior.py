@@ -476,8 +476,21 @@ class Posterior:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any = None) -> Posterior:
-        r"""Read a posterior written by :meth:`save` (``weights_only`` loading)."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        r"""Read a posterior written by :meth:`save` (``weights_only`` loading).
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is
+        not a posterior (not a torch file, or one that holds something else)."""
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # unpickling, zip and EOF errors of a foreign or damaged file
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path} is not a symprior posterior file ({reason})") from err
+        if not isinstance(state, Mapping):
+            raise ValueError(
+                f"{path} is not a symprior posterior file (it holds a {type(state).__name__})"
+            )
         return cls.from_state(state, model)
 
     def to(self, device: torch.device | str) -> Posterior:

@@ -247,6 +247,21 @@ def test_posterior_save_load_round_trip(tmp_path):
         Posterior.load(path).predict(x)
 
 
+def test_loading_a_file_that_is_no_posterior_is_a_clear_error(tmp_path):
+    garbage, other, truncated = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
+    garbage.write_bytes(b"not a torch file")
+    torch.save([1, 2], other)
+    model, x, y = make()
+    post = MAP(num_epochs=1, progress=False).fit(model, (x, y))
+    post.save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    for path in (garbage, other, truncated):
+        with pytest.raises(ValueError, match=r"is not a symprior posterior file"):
+            Posterior.load(path)
+    with pytest.raises(FileNotFoundError):
+        Posterior.load(tmp_path / "missing.pt")
+
+
 def test_point_posterior_views_match_the_network():
     model, x, y = make()
     post = MAP(num_epochs=5, lr=1.0, optimizer="lbfgs", progress=False).fit(model, (x, y))
