@@ -84,6 +84,11 @@ class RelaxedModule(nn.Module):
         """Hook for layers that cache quantities derived from relaxation parameters."""
 
 
+def _check_net(net: object) -> None:
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+
+
 def relaxation_parameters(net: nn.Module) -> Iterator[tuple[str, nn.Parameter, Relaxation]]:
     r"""Yield ``(qualified_name, parameter, relaxation)`` for every relaxation parameter of ``net``.
 
@@ -97,8 +102,7 @@ def relaxation_parameters(net: nn.Module) -> Iterator[tuple[str, nn.Parameter, R
     >>> [name for name, _, _ in relaxation_parameters(RPPLinear(V(SO2()), V(SO2())))]
     ['residual', 'bias_residual']
     """
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    _check_net(net)
     seen: set[int] = set()
     for prefix, module in net.named_modules():
         if not isinstance(module, RelaxedModule):
@@ -113,6 +117,7 @@ def relaxation_parameters(net: nn.Module) -> Iterator[tuple[str, nn.Parameter, R
 
 def set_strict(net: nn.Module) -> nn.Module:
     r"""Call :meth:`RelaxedModule.set_strict` on every relaxed layer of ``net``; return ``net``."""
+    _check_net(net)
     for module in net.modules():
         if isinstance(module, RelaxedModule):
             module.set_strict()
@@ -121,6 +126,7 @@ def set_strict(net: nn.Module) -> nn.Module:
 
 def equivariance_levels(net: nn.Module) -> dict[str, Tensor]:
     r"""The equivariance level of every relaxed layer of ``net``, keyed by module name."""
+    _check_net(net)
     return {
         name or type(net).__name__: module.equivariance_level()
         for name, module in net.named_modules()

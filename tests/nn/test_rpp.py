@@ -106,6 +106,13 @@ def test_strict_rpp_mlp_is_equivariant(G, hidden):
     assert_equivariant(net, G, x, rep_in=rep_in, rep_out=rep_out)
 
 
+@pytest.mark.parametrize("fn", [set_strict, equivariance_levels, relaxation_parameters])
+def test_registry_functions_reject_what_is_not_a_module(fn):
+    with pytest.raises(TypeError, match=r"net must be a torch\.nn\.Module, got str"):
+        result = fn("net")
+        list(result)  # relaxation_parameters is a generator: checked when iterated
+
+
 def test_casting_to_float32_and_back_keeps_the_float64_basis():
     G = SO3()
     net, rep_in, rep_out = _mlp(G)
