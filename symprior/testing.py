@@ -130,6 +130,8 @@ def assert_equivariant(
     AssertionError
         Naming the group, the element, the dtype, the mode and the error.
     """
+    if not callable(f):
+        raise TypeError(f"f must be a callable or an nn.Module, got {type(f).__name__}")
     worst = 0.0
     is_module = isinstance(f, nn.Module)
     dtype_list: list[torch.dtype | None] = list(dtypes) if dtypes else [None]

@@ -86,3 +86,5 @@ def test_bad_arguments():
         assert_equivariant(lambda z: z, G, x, rep_in=3, rep_out=V(G))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="group"):
         assert_equivariant(lambda z: z, "SO2", x, rep_in=V(G), rep_out=V(G))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"f must be a callable or an nn\.Module, got str"):
+        assert_equivariant("net", G, x, rep_in=V(G), rep_out=V(G))  # type: ignore[arg-type]
