@@ -179,6 +179,16 @@ def _set_rng_state(state: Mapping[str, Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def check_values(model: Any, trace: Any, batches: Batches) -> None:
+    r"""Let each likelihood check the values of all observations once per fit (e.g. class
+    labels within the network's outputs), given the prototype ``trace`` of the first batch.
+    Skipped for a DataLoader, whose observations are not all at hand."""
+    if batches.y is None:
+        return
+    for likelihood in getattr(model, "likelihood_list", ()):
+        likelihood.check_values(trace.nodes["_RETURN"]["value"], batches.y)
+
+
 class Engine(abc.ABC):
     r"""Base class of inference engines: ``engine.fit(model, data) -> Posterior``."""
 
@@ -213,6 +223,7 @@ class Engine(abc.ABC):
             torch.manual_seed(o.seed)
             x0, y0 = next(iter(batches.epoch(0)))
             trace = pyro.poutine.trace(model).get_trace(x0, y0, num_data=batches.num_data)
+            check_values(model, trace, batches)
             yield batches, trace, (x0, y0)
 
     def _batches(self, data: Any) -> Batches:

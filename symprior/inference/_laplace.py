@@ -52,7 +52,7 @@ from symprior.inference._curvature import (
     separable_diagonal,
 )
 from symprior.inference._data import Batches, as_batches
-from symprior.inference._engine import Engine, TrainOptions
+from symprior.inference._engine import Engine, TrainOptions, check_values
 from symprior.inference._map import MAP, _Latents, _point_values, as_symmetry_model
 from symprior.inference._posterior import (
     Block,
@@ -841,6 +841,7 @@ class Laplace(Engine):
                 if learner is not None:
                     learner.bind(differentiable=False)
                 trace = pyro.poutine.trace(model).get_trace(x0, y0, num_data=map_batches.num_data)
+                check_values(model, trace, map_batches)
                 latents = _Latents(model, trace)
                 problem = _Problem(
                     model,

@@ -57,6 +57,11 @@ class Likelihood(PyroModule):
         only: free, no values read). Without it a mismatched ``y`` broadcasts against the
         output and gives a silently wrong likelihood."""
 
+    def check_values(self, output: Tensor, y: Tensor) -> None:
+        r"""Raise a clear error if the values of the whole of ``y`` cannot be observations of
+        outputs like ``output`` (the network's output on one batch). The engines call it once
+        per fit: it reads values (a reduction, and on a GPU a wait for it)."""
+
 
 def _event(d: PyroDistribution, output: Tensor) -> PyroDistribution:
     """Make every axis after the batch an event axis."""
@@ -132,6 +137,17 @@ class Categorical(Likelihood):
                 f"y has shape {tuple(y.shape)} but the network's output (logits) has shape "
                 f"{tuple(output.shape)}: a Categorical likelihood observes one label per row of "
                 f"logits, y of shape {tuple(output.shape[:-1])}"
+            )
+
+    def check_values(self, output: Tensor, y: Tensor) -> None:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or not y.numel():
+            return  # check_observations reports the dtype
+        classes = output.shape[-1]
+        low, high = (int(v) for v in torch.aminmax(y))
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"y holds labels from {low} to {high}, but the network has {classes} outputs "
+                f"(logits): a Categorical likelihood needs labels 0 to {classes - 1}"
             )
 
     def forward(self, output, y, *, fn, x, sites):

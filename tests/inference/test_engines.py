@@ -460,3 +460,21 @@ def test_mean_field_draw_has_the_values_and_gradients_of_its_separate_operations
     assert torch.autograd.gradcheck(
         lambda *p: _MeanFieldDraw.apply(2, *p, *noise), tuple(params), eps=1e-6, atol=1e-8
     )
+
+
+@pytest.mark.parametrize("engine", ["map", "svi", "laplace"])
+def test_class_labels_outside_the_outputs_are_reported_before_fitting(engine):
+    """Labels 1..3 for three logits (a classic off-by-one) are a clear error from every engine,
+    checked once on all the data; a DataLoader's labels are left to the log-likelihood."""
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), 3 * Scalar(SO2()), hidden=V(SO2()) + 2 * Scalar(SO2()), depth=1)
+    x = torch.randn(32, 2)
+    labels = torch.arange(32) % 3
+    options = {"num_epochs": 1, "progress": False}
+    likelihood = symprior.models.Categorical()
+    symprior.fit(net, (x, labels), likelihood=likelihood, engine=engine, **options)
+    for bad, low, high in ((labels + 1, 1, 3), (labels - 1, -1, 1)):
+        with pytest.raises(
+            ValueError, match=rf"labels from {low} to {high}, but the network has 3"
+        ):
+            symprior.fit(net, (x, bad), likelihood=likelihood, engine=engine, **options)
