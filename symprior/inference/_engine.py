@@ -313,7 +313,7 @@ class Engine(abc.ABC):
                     optimizer.load_state_dict(good["optimizer"])
                 bar.close()
                 raise DivergenceError(
-                    f"{self.name}: step {bad_step} produced a non-finite loss or gradient; the "
+                    f"{description}: step {bad_step} produced a non-finite loss or gradient; the "
                     f"parameters were restored to their last finite values",
                     step=bad_step,
                     posterior=make_posterior(),

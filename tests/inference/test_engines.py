@@ -218,7 +218,7 @@ def test_diverging_step_stops_with_the_last_finite_parameters():
         return out * float("nan") if calls["n"] > 4 else out  # the 4th training step diverges
 
     model.network.forward = forward
-    with pytest.raises(DivergenceError, match="step 3 produced a non-finite") as info:
+    with pytest.raises(DivergenceError, match=r"^MAP: step 3 produced a non-finite") as info:
         MAP(num_epochs=10, progress=False).fit(model, (x, y))
     post = info.value.posterior
     assert info.value.step == 3
