@@ -300,6 +300,10 @@ class Posterior:
         r"""Draws of every latent site, ``{name: (num_samples, *shape)}``, in constrained space."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         out: dict[str, Tensor] = {}
         for block in self.blocks:
             out.update(self._split(block, block.sample(num_samples, generator)))

@@ -245,6 +245,11 @@ def test_posterior_save_load_round_trip(tmp_path):
     assert raw["format"] == "symprior.posterior/1"
     with pytest.raises(RuntimeError, match="no model attached"):
         Posterior.load(path).predict(x)
+    for call in (lambda: post.sample(3, 5), lambda: post.predict(x, 3, 5)):
+        with pytest.raises(
+            TypeError, match=r"generator must be a torch\.Generator or None, got int"
+        ):
+            call()
 
 
 def test_loading_a_file_that_is_no_posterior_is_a_clear_error(tmp_path):
