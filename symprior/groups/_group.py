@@ -241,6 +241,10 @@ def _check_num(num: int) -> int:
 
 
 def _device_of(generator: torch.Generator | None, device: torch.device | str | None):
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     if device is not None:
         device = torch.device(device)
         if generator is not None and generator.device.type != device.type:

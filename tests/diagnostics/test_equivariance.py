@@ -107,3 +107,11 @@ def test_shift_haar_limits_within_monte_carlo_error():
     assert abs(e_point - 4 / math.pi * c) <= 6 * sd / math.sqrt(num)
     # and the two limits differ by far more than those bounds, so the test can tell them apart
     assert abs(4 / math.pi * c - c) > 2 * (5 * c + 6 * sd) / math.sqrt(num)
+
+
+@pytest.mark.parametrize("error", [equivariance_error, equivariance_error_pointwise])
+def test_a_generator_that_is_not_one_is_a_type_error(error):
+    G = SO2()
+    layer = RPPLinear(V(G), V(G))
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        error(layer, torch.zeros(3, 2), G, V(G), V(G), generator=5)

@@ -207,6 +207,8 @@ def test_bad_input_errors():
         Cyclic(0)
     with pytest.raises(ValueError, match="num must be"):
         SO2().sample(-1)
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        SO3().sample(2, 5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         SO2().check_elements([[1.0, 0.0], [0.0, 1.0]])
 
