@@ -62,6 +62,8 @@ def prior_predictive_symmetry(
         raise TypeError(f"model must be a SymmetryModel, got {type(model).__name__}")
     if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
         raise ValueError(f"num_draws must be an int >= 1, got {num_draws!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     metric = equivariance_error_pointwise if pointwise else equivariance_error
     errors = []
     draws: dict[str, list[Tensor]] = {}

@@ -253,6 +253,9 @@ def test_prior_predictive_symmetry_values_and_scaling():
         lambda z: z @ w.T + bias, x, G, V(G), V(G), num_samples=20, generator=gen
     )
     assert float(result.errors[0]) == pytest.approx(float(e), rel=1e-12)
+    for bad in ("3", -1, 2.0):
+        with pytest.raises(ValueError, match="seed must be a non-negative int"):
+            prior_predictive_symmetry(model, x, G, V(G), V(G), num_draws=2, seed=bad)
 
 
 @pytest.mark.parametrize("device", DEVICES)
