@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from symprior.groups._group import check_generator
 from symprior.inference import DeltaBlock, Posterior
 
 __all__ = [
@@ -45,14 +46,6 @@ def check_num_samples(num_samples: Any, name: str = "num_samples") -> int:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"{name} must be an int >= 1, got {num_samples!r}")
     return num_samples
-
-
-def check_generator(generator: Any) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
 
 
 def check_data(data: Any, name: str = "data") -> tuple[Tensor, Tensor]:

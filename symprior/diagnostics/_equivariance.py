@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from symprior.groups import Group
+from symprior.groups._group import check_generator
 from symprior.nn.remul import Action, equivariance_pairs
 
 __all__ = ["equivariance_error", "equivariance_error_pointwise"]
@@ -24,10 +25,7 @@ def _elements(
         return group.check_elements(elements, "elements").to(device)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+    check_generator(generator)
     where = generator.device if generator is not None else device
     return group.sample(num_samples, generator, device=where).to(device)
 

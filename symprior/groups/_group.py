@@ -240,11 +240,19 @@ def _check_num(num: int) -> int:
     return num
 
 
-def _device_of(generator: torch.Generator | None, device: torch.device | str | None):
+def check_generator(generator: object) -> torch.Generator | None:
+    r"""``generator`` if it is a ``torch.Generator`` or None; a ``TypeError`` naming it else.
+    Shared by everything that takes a ``generator`` argument (group sampling, equivariance
+    errors, REMUL, posterior draws)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator or None, got {type(generator).__name__}"
         )
+    return generator
+
+
+def _device_of(generator: torch.Generator | None, device: torch.device | str | None):
+    check_generator(generator)
     if device is not None:
         device = torch.device(device)
         if generator is not None and generator.device.type != device.type:

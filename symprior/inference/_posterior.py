@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.distributions import biject_to, constraints
 
 from symprior._files import atomic_write
+from symprior.groups._group import check_generator
 from symprior.nn import RelaxedModule
 
 __all__ = [
@@ -300,10 +301,7 @@ class Posterior:
         r"""Draws of every latent site, ``{name: (num_samples, *shape)}``, in constrained space."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
+        check_generator(generator)
         out: dict[str, Tensor] = {}
         for block in self.blocks:
             out.update(self._split(block, block.sample(num_samples, generator)))

@@ -55,7 +55,8 @@ class Likelihood(PyroModule):
     def check_observations(self, output: Tensor, y: Tensor) -> None:
         r"""Raise a clear error if ``y`` cannot be observations of ``output`` (shape and dtype
         only: free, no values read). Without it a mismatched ``y`` broadcasts against the
-        output and gives a silently wrong likelihood."""
+        output and gives a silently wrong likelihood. The model calls it before each likelihood
+        (traced model and direct log joint alike)."""
 
     def check_values(self, output: Tensor, y: Tensor) -> None:
         r"""Raise a clear error if the values of the whole of ``y`` cannot be observations of
@@ -113,8 +114,6 @@ class Gaussian(Likelihood):
             )
 
     def forward(self, output, y, *, fn, x, sites):
-        if y is not None:
-            self.check_observations(output, y)
         scale = sites["noise_scale"]
         d = _event(dist.Normal(output, scale.expand_as(output)), output)
         return pyro.sample("obs", d, obs=y)
@@ -124,11 +123,16 @@ class Gaussian(Likelihood):
         return f"Gaussian(scale={what})"
 
 
+def _are_labels(y: Tensor) -> bool:
+    """Whether ``y``'s dtype can hold class labels (an integer type, not bool)."""
+    return not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+
+
 class Categorical(Likelihood):
     r"""Class labels :math:`y \sim \mathrm{Categorical}(\mathrm{softmax}(f(x)))` (logits last)."""
 
     def check_observations(self, output: Tensor, y: Tensor) -> None:
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        if not _are_labels(y):
             raise TypeError(
                 f"y must hold integer class labels for a Categorical likelihood, got {y.dtype}"
             )
@@ -140,7 +144,7 @@ class Categorical(Likelihood):
             )
 
     def check_values(self, output: Tensor, y: Tensor) -> None:
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or not y.numel():
+        if not _are_labels(y) or not y.numel():
             return  # check_observations reports the dtype
         classes = output.shape[-1]
         low, high = (int(v) for v in torch.aminmax(y))
@@ -151,8 +155,6 @@ class Categorical(Likelihood):
             )
 
     def forward(self, output, y, *, fn, x, sites):
-        if y is not None:
-            self.check_observations(output, y)
         d = dist.Categorical(logits=output)
         extra = output.ndim - 2
         return pyro.sample("obs", d.to_event(extra) if extra > 0 else d, obs=y)

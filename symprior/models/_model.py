@@ -402,6 +402,8 @@ class SymmetryModel(PyroModule):
 
             output = fn(x)
             for likelihood, site_values in zip(likelihoods, sites, strict=True):
+                if y is not None:
+                    likelihood.check_observations(output, y)
                 likelihood(output, y, fn=fn, x=x, sites=site_values)
         return output
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from symprior.groups import Group, Rep
+from symprior.groups._group import check_generator
 
 __all__ = [
     "GradNorm",
@@ -130,8 +131,7 @@ def _elements_for(
     """Elements ``(m, B, n, n)`` in float64 on ``device``: given, or fresh draws."""
     num_samples = _check_num_samples(num_samples)
     if elements is None:
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        check_generator(generator)
         # Draw where the generator lives (a CPU generator keeps runs reproducible across
         # devices), then move next to x.
         where = generator.device if generator is not None else device
