@@ -239,9 +239,18 @@ class Engine(abc.ABC):
         *,
         resume: bool,
         description: str,
+        evaluate: Callable[[Tensor, Tensor | None], Tensor] | None = None,
+        engine: str | None = None,
     ) -> None:
-        r"""The optimisation loop over epochs and batches of ``objective``."""
+        r"""The optimisation loop over epochs and batches of ``objective``.
+
+        ``evaluate`` computes the same loss without side effects (``objective`` may step
+        GradNorm's weights); it checks the parameters left by the last update, which no step
+        evaluates (default: ``objective``). ``engine`` names the engine in checkpoints (default
+        :attr:`name`), so that a checkpoint is resumed only by the engine that wrote it.
+        """
         o = self.options
+        engine_name = engine or self.name
         device = o.torch_device
         names = list(params)
         tensors = [params[n] for n in names]
@@ -273,7 +282,7 @@ class Engine(abc.ABC):
                 raise ValueError("resume=True needs checkpoint_dir")
             if path.exists():
                 ckpt = torch.load(path, map_location=device, weights_only=True)
-                if ckpt.get("engine") != self.name or list(ckpt["params"]) != names:
+                if ckpt.get("engine") != engine_name or list(ckpt["params"]) != names:
                     raise ValueError(
                         f"the checkpoint {path} belongs to another engine or model "
                         f"({ckpt.get('engine')!r}, {len(ckpt['params'])} parameters)"
@@ -296,21 +305,23 @@ class Engine(abc.ABC):
                 "optimizer": _clone_state(optimizer.state_dict()),
             }
 
-        good = snapshot() if check_every > 1 or o.optimizer == "lbfgs" else None
+        # Taken at every check: a non-finite loss at step k is evaluated at the parameters of
+        # update k - 1, so the last finite ones are those before that update.
+        good = snapshot()
         bad = torch.zeros((), dtype=torch.bool, device=device)
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
         pending: list[Tensor] = []
+        last_batch: tuple[Tensor, Tensor | None] | None = None
         bar = tqdm(total=total, initial=step, desc=description, disable=not o.progress, leave=False)
 
-        def check(current_step: int) -> None:
+        def check(current_step: int, take_snapshot: bool = True) -> None:
             nonlocal good
             if bool(bad):
                 bad_step = int(first_bad)
-                if good is not None:
-                    with torch.no_grad():
-                        for n, t in zip(names, tensors, strict=True):
-                            t.copy_(good["params"][n])
-                    optimizer.load_state_dict(good["optimizer"])
+                with torch.no_grad():
+                    for n, t in zip(names, tensors, strict=True):
+                        t.copy_(good["params"][n])
+                optimizer.load_state_dict(good["optimizer"])
                 bar.close()
                 raise DivergenceError(
                     f"{description}: step {bad_step} produced a non-finite loss or gradient; the "
@@ -323,8 +334,29 @@ class Engine(abc.ABC):
                 self.losses.extend(values)
                 pending.clear()
                 bar.set_postfix(loss=f"{values[-1]:.4g}")
-            if good is not None:
+            if take_snapshot:
                 good = snapshot()
+
+        def save(epoch: int, b: int) -> None:
+            next_batch = b + 1
+            next_epoch = epoch
+            if next_batch >= batches.num_batches:
+                next_epoch, next_batch = epoch + 1, 0
+            atomic_save(
+                {
+                    "engine": engine_name,
+                    "step": step,
+                    "epoch": next_epoch,
+                    "batch": next_batch,
+                    "params": {n: t.detach() for n, t in zip(names, tensors, strict=True)},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler else None,
+                    "losses": list(self.losses),
+                    "rng": _rng_state(device),
+                    "epoch_rng": epoch_rng if next_batch and batches.is_loader else None,
+                },
+                cast(Path, path),
+            )
 
         # Inside the loop NaNs must reach the finiteness check rather than trip Pyro's argument
         # validation (which raises a ValueError); validation already ran on the initial trace.
@@ -353,8 +385,12 @@ class Engine(abc.ABC):
                             value.backward()
                             return value
 
+                        before = snapshot()
+                        # L-BFGS returns the loss at the parameters it started from.
                         loss = cast(Tensor, optimizer.step(closure))
                         finite = torch.isfinite(loss.detach())
+                        if bool(finite):
+                            good = before
                         for t in tensors:
                             finite = finite & torch.isfinite(t.detach()).all()
                         first_bad = torch.where(
@@ -362,32 +398,31 @@ class Engine(abc.ABC):
                         )
                         bad = bad | ~finite
                         pending.append(loss.detach())
-                        check(step)
-                        step += 1
-                        bar.update(1)
-                        continue
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = objective(xb, yb)
-                    loss.backward()
-                    # One fused norm per gradient: a NaN or inf anywhere makes its norm non-finite.
-                    grads = [t.grad for t in tensors if t.grad is not None]
-                    finite = torch.isfinite(loss.detach())
-                    if grads:
-                        norms = torch.stack(torch._foreach_norm(grads))
-                        finite = finite & torch.isfinite(norms).all()
-                    first_bad = torch.where(
-                        ~finite & ~bad, torch.full_like(first_bad, step), first_bad
-                    )
-                    bad = bad | ~finite
-                    pending.append(loss.detach())
-                    last = step + 1 == total
-                    if (step + 1) % check_every == 0 or last or check_every == 1:
-                        check(step)
-                    if o.clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(tensors, o.clip_norm)
-                    optimizer.step()  # type: ignore[call-arg]  # Adam; L-BFGS steps above
-                    if scheduler is not None:
-                        scheduler.step()
+                        check(step, take_snapshot=False)
+                    else:
+                        optimizer.zero_grad(set_to_none=True)
+                        loss = objective(xb, yb)
+                        loss.backward()
+                        # One fused norm per gradient: a NaN or inf anywhere makes its norm
+                        # non-finite.
+                        grads = [t.grad for t in tensors if t.grad is not None]
+                        finite = torch.isfinite(loss.detach())
+                        if grads:
+                            norms = torch.stack(torch._foreach_norm(grads))
+                            finite = finite & torch.isfinite(norms).all()
+                        first_bad = torch.where(
+                            ~finite & ~bad, torch.full_like(first_bad, step), first_bad
+                        )
+                        bad = bad | ~finite
+                        pending.append(loss.detach())
+                        last = step + 1 == total
+                        if (step + 1) % check_every == 0 or last or check_every == 1:
+                            check(step)
+                        if o.clip_norm is not None:
+                            torch.nn.utils.clip_grad_norm_(tensors, o.clip_norm)
+                        optimizer.step()  # type: ignore[call-arg]
+                        if scheduler is not None:
+                            scheduler.step()
                     step += 1
                     bar.update(1)
                     if (
@@ -396,31 +431,19 @@ class Engine(abc.ABC):
                         and step % o.checkpoint_every == 0
                     ):
                         check(step)
-                        next_batch = b + 1
-                        next_epoch = epoch
-                        if next_batch >= batches.num_batches:
-                            next_epoch, next_batch = epoch + 1, 0
-                        atomic_save(
-                            {
-                                "engine": self.name,
-                                "step": step,
-                                "epoch": next_epoch,
-                                "batch": next_batch,
-                                "params": {
-                                    n: t.detach() for n, t in zip(names, tensors, strict=True)
-                                },
-                                "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict() if scheduler else None,
-                                "losses": list(self.losses),
-                                "rng": _rng_state(device),
-                                "epoch_rng": epoch_rng
-                                if next_batch and batches.is_loader
-                                else None,
-                            },
-                            path,
-                        )
+                        save(epoch, b)
+                    last_batch = (xb, yb)
                 skip = 0
             check(step)
+            if last_batch is not None:
+                # The last update's parameters: evaluated once, outside the global RNG stream.
+                devices = [device] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    final = (evaluate or objective)(*last_batch)
+                if not bool(torch.isfinite(final)):
+                    first_bad = torch.full_like(first_bad, step - 1)
+                    bad = torch.ones_like(bad)
+                    check(step)
         finally:
             validation.__exit__(None, None, None)
             bar.close()

@@ -928,6 +928,7 @@ class Laplace(Engine):
                 make_posterior,
                 resume=resume,
                 description="Laplace: MAP",
+                engine=self.name,
             )
             self.losses.extend(loop.losses)
 

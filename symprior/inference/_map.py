@@ -3,6 +3,7 @@ r"""Maximum a posteriori estimation of a :class:`~symprior.models.SymmetryModel`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, cast
 
 import pyro
@@ -209,7 +210,7 @@ class MAP(Engine):
             # skips Pyro's per-step tracing; the traced log joint is its tested reference.
             fast = gradnorm is None and model.fast_log_joint_supported()
 
-            def objective(xb: Tensor, yb: Tensor | None) -> Tensor:
+            def objective(xb: Tensor, yb: Tensor | None, *, balance: bool = True) -> Tensor:
                 if fast:
                     return -model.log_joint(latents.values(), xb, yb, num_data=num_data)
                 conditioned = pyro.poutine.condition(model, data=latents.values())
@@ -228,8 +229,11 @@ class MAP(Engine):
                     ),
                     torch.zeros((), device=tasks.device, dtype=tasks.dtype),
                 )
-                loss = -rest + (gradnorm.weights.detach().to(tasks) * tasks).sum()
-                gradnorm.step(_excess_losses(tr, self.gradnorm_sites), shared)
+                # A copy: GradNorm's step below updates its weights in place, and autograd needs
+                # the values this loss was computed with (``.to`` copies only across dtypes).
+                loss = -rest + (gradnorm.weights.detach().clone().to(tasks) * tasks).sum()
+                if balance:
+                    gradnorm.step(_excess_losses(tr, self.gradnorm_sites), shared)
                 return loss
 
             def make_posterior() -> Posterior:
@@ -242,7 +246,15 @@ class MAP(Engine):
                     model=model,
                 )
 
-            self._run(objective, params, batches, make_posterior, resume=resume, description="MAP")
+            self._run(
+                objective,
+                params,
+                batches,
+                make_posterior,
+                resume=resume,
+                description="MAP",
+                evaluate=partial(objective, balance=False),
+            )
             return make_posterior()
 
     def _gradnorm_info(self) -> dict[str, float]:

@@ -348,11 +348,15 @@ class Posterior:
 
     def draw_values(self, draws: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
         r"""The network's parameters for draw ``i`` of ``draws`` (from :meth:`sample`): the point
-        weights, then the draw's latent sites, on the network's device."""
+        weights, then the draw's latent sites that are network parameters, on the network's
+        device. Hyperparameter sites (a random prior scale, a random noise scale) are left out:
+        they are not the network's, and a network attribute of the same name must not be
+        replaced by them."""
         model = self._need_model()
-        device = next(iter(model.network.parameters())).device
+        own = dict(model.network.named_parameters())
+        device = next(iter(own.values())).device
         values = {k: v.to(device) for k, v in self.point.items() if k in _point_names(model)}
-        values.update({k: v[i].to(device) for k, v in draws.items()})
+        values.update({k: v[i].to(device) for k, v in draws.items() if k in own})
         return values
 
     def predict(

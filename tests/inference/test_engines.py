@@ -347,7 +347,7 @@ def test_the_global_rng_and_param_store_are_left_alone():
     assert math.isfinite(1.0) and posterior_module.FORMAT.startswith("symprior")
 
 
-def test_map_balances_task_and_symmetry_likelihoods_with_gradnorm():
+def _gradnorm_fit(dtype):
     from torch import nn
 
     from symprior.models import SymmetryLikelihood
@@ -355,13 +355,31 @@ def test_map_balances_task_and_symmetry_likelihoods_with_gradnorm():
 
     torch.manual_seed(0)
     G = SO2()
-    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).to(dtype)
     model = SymmetryModel(net, [Gaussian(0.1), SymmetryLikelihood(G, V(G), Scalar(G), beta=10.0)])
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    x = torch.randn(32, 2, generator=gen, dtype=torch.float64).to(dtype)
     y = (x**2).sum(-1, keepdim=True)
     balance = GradNorm(2, lr=0.01)
     post = MAP(num_epochs=20, lr=0.01, progress=False, gradnorm=balance).fit(model, (x, y))
+    return post, balance
+
+
+def test_map_with_gradnorm_runs_in_float32_as_in_float64():
+    # GradNorm steps its weights in place after the loss has used them: the loss must use a
+    # copy (without one, float32 failed in backward).
+    post64, _ = _gradnorm_fit(torch.float64)
+    post32, _ = _gradnorm_fit(torch.float32)
+    for key in ("gradnorm.obs", "gradnorm.symmetry"):
+        assert post32.info[key] == pytest.approx(post64.info[key], rel=1e-3)
+    losses32, losses64 = post32.info["losses"], post64.info["losses"]
+    assert losses32 == pytest.approx(losses64, rel=1e-3)
+
+
+def test_map_balances_task_and_symmetry_likelihoods_with_gradnorm():
+    from symprior.nn import GradNorm
+
+    post, balance = _gradnorm_fit(torch.float64)
     w_task, w_sym = post.info["gradnorm.obs"], post.info["gradnorm.symmetry"]
     # GradNorm keeps the weights summing to the number of tasks and moves them off (1, 1)
     assert w_task + w_sym == pytest.approx(2.0, rel=1e-6)
@@ -483,3 +501,102 @@ def test_class_labels_outside_the_outputs_are_reported_before_fitting(engine):
             ValueError, match=rf"labels from {low} to {high}, but the network has 3"
         ):
             symprior.fit(net, (x, bad), likelihood=likelihood, engine=engine, **options)
+
+
+def test_lbfgs_run_checkpoints_and_resumes_to_the_uninterrupted_result(tmp_path):
+    x, y = _mlp_data(n=24)
+
+    def engine(**kw):
+        return MAP(num_epochs=6, optimizer="lbfgs", lr=0.5, progress=False, **kw)
+
+    full = engine().fit(_mlp_model(), (x, y))
+    ckpt = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        engine(checkpoint_dir=ckpt, checkpoint_every=1).fit(
+            _interrupting(_mlp_model(), after_calls=30), (x, y)
+        )
+    saved = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert 0 < saved["step"] < 6 and saved["engine"] == "map"
+    resumed = engine(checkpoint_dir=ckpt, checkpoint_every=1).fit(_mlp_model(), (x, y), resume=True)
+    assert torch.equal(resumed.loc(), full.loc())
+    assert resumed.info["losses"] == full.info["losses"]
+
+
+def _noise_model():
+    import pyro.distributions as dist
+
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), V(SO2()), 3 * V(SO2()) + 2 * Scalar(SO2()), 1).double()
+    return SymmetryModel(net, Gaussian(dist.LogNormal(-2.0, 1.0)))
+
+
+def test_divergence_restores_the_parameters_before_the_update_that_diverged():
+    x, y = _mlp_data()
+    y = y * 1e3
+    seen, live = [], {}
+
+    class Recording(MAP):
+        def _run(self, objective, params, *args, **kwargs):
+            live.update(params)
+
+            def recorded(xb, yb):
+                seen.append({n: t.detach().clone() for n, t in params.items()})
+                return objective(xb, yb)
+
+            return super()._run(recorded, params, *args, **kwargs)
+
+    model = _noise_model()
+    with pytest.raises(DivergenceError) as info:
+        Recording(num_epochs=50, lr=1e4, progress=False).fit(model, (x, y))
+    step = info.value.step
+    # the loss of step k is computed at the parameters after update k - 1: restored are those
+    # before that update, whose loss was finite
+    assert step >= 1
+    post = info.value.posterior
+    assert post is not None
+    before = seen[step - 1]
+    assert torch.isfinite(-model.log_joint(post.mean(), x, y))
+    for name, value in live.items():  # the optimised (unconstrained) tensors, restored
+        assert torch.equal(value.detach(), before[name]), name
+
+
+@pytest.mark.parametrize("engine", ["map", "svi", "laplace"])
+def test_a_last_update_that_diverges_is_reported(engine):
+    x, y = _mlp_data()
+    options = {"newton_steps": 0} if engine == "laplace" else {}
+    with pytest.raises(DivergenceError, match="step 0 produced a non-finite") as info:
+        symprior.fit(
+            _noise_model(),
+            (x, y * 1e3),
+            engine=engine,
+            num_epochs=1,
+            lr=1e4,
+            progress=False,
+            **options,
+        )
+    post = info.value.posterior
+    assert post is not None and bool(torch.isfinite(post.loc()).all())
+
+
+def test_laplace_does_not_resume_from_a_map_checkpoint(tmp_path):
+    x, y = _mlp_data()
+    options = dict(num_epochs=4, progress=False, checkpoint_dir=tmp_path, checkpoint_every=2)
+    symprior.fit(_noise_model(), (x, y), engine="map", **options)
+    with pytest.raises(ValueError, match="belongs to another engine or model \\('map'"):
+        symprior.fit(_noise_model(), (x, y), engine="laplace", resume=True, **options)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_predict_with_a_random_prior_scale_uses_the_network_parameters_only(shared):
+    import pyro.distributions as dist
+
+    x, y = _mlp_data()
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), V(SO2()), 3 * V(SO2()) + 2 * Scalar(SO2()), 1).double()
+    prior = ResidualPrior(dist.HalfNormal(1.0), shared=shared)
+    model = SymmetryModel(net, Gaussian(0.2), priors={"*residual": prior})
+    post = MAP(num_epochs=3, progress=False).fit(model, (x, y))
+    assert any("residual_scale" in name for name in post.mean())
+    # MAP leaves its mode in the network: the point prediction is the network's output
+    with torch.no_grad():
+        assert torch.equal(post.predict(x[:5]), net.eval()(x[:5]))
