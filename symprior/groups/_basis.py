@@ -36,14 +36,25 @@ _ROW_PRODUCTS = 2
 
 
 def _generators(rep_in: Rep, rep_out: Rep) -> list[tuple[Tensor, Tensor]]:
-    """Pairs ``(M_out, M_in)`` such that the constraints read ``M_out W - W M_in = 0``."""
+    """Pairs ``(M_out, M_in)`` such that the constraints read ``M_out W - W M_in = 0``.
+
+    The matrices are returned as contiguous float64 copies: representations may hand back views
+    (a dual's matrices are transposes), and ``torch.kron`` fails on some non-contiguous inputs
+    ("view size is not compatible with input tensor's size and stride").
+    """
     G = rep_in.G
     ops = []
     for a in G.lie_algebra:
         ops.append((rep_out.drho(a), rep_in.drho(a)))
     for h in G.discrete_generators:
         ops.append((rep_out.rho(h), rep_in.rho(h)))
-    return [(m_out.to(torch.float64), m_in.to(torch.float64)) for m_out, m_in in ops]
+    return [
+        (
+            m_out.to(torch.float64).contiguous(),
+            m_in.to(torch.float64).contiguous(),
+        )
+        for m_out, m_in in ops
+    ]
 
 
 def _nullspace_dense(ops: list[tuple[Tensor, Tensor]], n_out: int, n_in: int) -> Tensor:
@@ -52,7 +63,7 @@ def _nullspace_dense(ops: list[tuple[Tensor, Tensor]], n_out: int, n_in: int) ->
     if not ops:
         return torch.eye(n_out * n_in, dtype=torch.float64)
     rows = [
-        torch.kron(m_out, eye_in) - torch.kron(eye_out, m_in.T.contiguous()) for m_out, m_in in ops
+        torch.kron(m_out, eye_in) - torch.kron(eye_out, m_in.mT.contiguous()) for m_out, m_in in ops
     ]
     c = torch.cat(rows)
     _, s, vh = torch.linalg.svd(c, full_matrices=True)

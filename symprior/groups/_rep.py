@@ -224,10 +224,12 @@ class DualRep(Rep):
         return ("Dual", self.rep._key())
 
     def rho(self, g: Tensor) -> Tensor:
-        return self.rep.rho(self.G.inverse(g)).transpose(-1, -2)
+        # Contiguous copies rather than transposed views, so that callers can flatten or
+        # ``torch.kron`` the matrices like those of any other representation.
+        return self.rep.rho(self.G.inverse(g)).transpose(-1, -2).contiguous()
 
     def drho(self, a: Tensor) -> Tensor:
-        return -self.rep.drho(a).transpose(-1, -2)
+        return (-self.rep.drho(a)).transpose(-1, -2).contiguous()
 
     @property
     def T(self) -> Rep:

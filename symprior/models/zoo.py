@@ -85,11 +85,44 @@ def make_group(spec: str) -> Group:
     return _GROUPS[name](int(arg)) if arg is not None else _GROUPS[name]()
 
 
+#: One factor of a product: a name, then an optional dual mark ``*`` — a ``*`` that ends the term
+#: or is followed by another ``*`` (``"V*"``, ``"V* * V"``, ``"V**V"``); any other ``*`` after a
+#: factor is the tensor product (``"V*V"`` is :math:`V \otimes V`).
+_FACTOR = re.compile(r"\s*(V\.T|V|Scalar|S)(\s*\*(?=\s*(?:\*|$)))?\s*")
+
+
 def parse_rep(spec: str, group: Group) -> Rep:
     r"""A representation from a string: ``"V"``, ``"Scalar"``, ``"2V + 3Scalar"``, ``"V*V"``.
 
-    Terms are joined by ``+``; a term is an optional multiplicity followed by factors joined by
-    ``*``; factors are ``V``, ``V.T`` and ``Scalar`` (or ``S``).
+    The grammar follows the algebra of representations of EMLP (Finzi et al. 2021), in the
+    notation the library prints (``V(SO2())*`` is the dual of ``V``):
+
+    * a spec is terms joined by ``+`` (the direct sum);
+    * a term is an optional multiplicity (``2V``, ``2*V``) followed by factors joined by ``*``
+      (the tensor product);
+    * a factor is ``V`` (the defining representation), ``Scalar`` or ``S`` (the trivial one), or
+      a dual, written ``V.T`` or ``V*``; a ``*`` after any factor is its dual when it ends the
+      term or is followed by another ``*``.
+
+    So ``"V*"`` and ``"2V*"`` are ``V.T`` and ``2V.T``; ``"V*V"`` is :math:`V \otimes V` while
+    ``"V* * V"`` (or ``"V**V"``, ``"V.T*V"``) is :math:`V^* \otimes V`, and ``"V*V*"`` is
+    :math:`V \otimes V^*`.
+
+    Parameters
+    ----------
+    spec : str
+        The representation, e.g. ``"2V + V* + 3Scalar"``.
+    group : Group
+        The group it is a representation of.
+
+    Returns
+    -------
+    Rep
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is empty, not a string, or names an unknown factor.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a representation is a string such as '2V + Scalar', got {spec!r}")
@@ -99,24 +132,33 @@ def parse_rep(spec: str, group: Group) -> Rep:
         if not match:
             raise ValueError(f"cannot read the representation term {term!r} in {spec!r}")
         mult = int(match.group(1)) if match.group(1) else 1
-        rep: Rep | None = None
-        for factor in match.group(2).split("*"):
-            factor = factor.strip()
-            base: Rep
-            if factor == "V":
-                base = V(group)
-            elif factor in ("V.T", "V*"):
-                base = V(group).T
-            elif factor in ("Scalar", "S"):
-                base = Scalar(group)
-            else:
-                raise ValueError(f"unknown representation factor {factor!r} in {spec!r}")
-            rep = base if rep is None else rep * base
-        assert rep is not None
+        rep = _parse_product(match.group(2), group, spec)
         rep = mult * rep if mult != 1 else rep
         total = rep if total is None else total + rep
     assert total is not None
     return total
+
+
+def _parse_product(text: str, group: Group, spec: str) -> Rep:
+    """The tensor product of the factors in ``text`` (one term of ``spec``, multiplicity read)."""
+    rep: Rep | None = None
+    pos = 0
+    while True:
+        factor = _FACTOR.match(text, pos)
+        end = factor.end() if factor else pos
+        if factor is None or (end < len(text) and text[end] != "*"):
+            unknown = text[pos:].split("*")[0].strip()
+            if not unknown:
+                raise ValueError(f"a representation factor is missing after '*' in {spec!r}")
+            raise ValueError(f"unknown representation factor {unknown!r} in {spec!r}")
+        name, dual = factor.group(1), factor.group(2) is not None
+        base: Rep = Scalar(group) if name in ("Scalar", "S") else V(group)
+        if (name == "V.T") != dual:  # V.T or V*; (V.T)* is V again
+            base = base.T
+        rep = base if rep is None else rep * base
+        if end == len(text):
+            return rep
+        pos = end + 1  # past the product's "*"
 
 
 class TensorSquare(nn.Module):

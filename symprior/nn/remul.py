@@ -607,13 +607,17 @@ class GradNorm(nn.Module):
         super().__init__()
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        for name, value in (("lr", lr), ("asymmetry", asymmetry), ("min_weight", min_weight)):
+            # bool is an int subclass; True would silently read as 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if not isinstance(asymmetry, (int, float)) or isinstance(asymmetry, bool) or asymmetry < 0:
+        if not (math.isfinite(asymmetry) and asymmetry >= 0):
             raise ValueError(f"asymmetry must be a number >= 0, got {asymmetry!r}")
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-        if not isinstance(min_weight, (int, float)) or min_weight < 0:
+        if not (math.isfinite(min_weight) and min_weight >= 0):
             raise ValueError(f"min_weight must be a number >= 0, got {min_weight!r}")
         if initial_weights is None:
             w0 = torch.ones(num_tasks)

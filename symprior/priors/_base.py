@@ -34,6 +34,36 @@ __all__ = ["DistributionPrior", "Hyperparameter", "Prior", "PriorSpec", "as_prio
 HyperCache = dict[str, Tensor]
 
 
+def _within_positive_reals(support: Any) -> bool:
+    r"""Whether a scalar distribution's ``support`` lies in :math:`[0, \infty)`.
+
+    A hyperparameter is a scale, precision or rate, so its prior must put no mass on negative
+    numbers. Testing one negative point is not enough (``Uniform(-0.5, 0.5)`` holds no ``-1``
+    but samples negative scales, whose densities are NaN), so the support is read off its
+    constraint instead: continuous and bounded below by a ``lower_bound >= 0`` (``positive``,
+    ``nonnegative``, ``greater_than(a)``, ``interval(a, b)`` and their half-open forms), possibly
+    wrapped by ``independent`` with no reinterpreted dimension. ``nonnegative`` is accepted since
+    a continuous distribution puts no mass on the point 0 (``HalfNormal``, ``HalfCauchy``,
+    ``Exponential`` and, in recent PyTorch, ``Gamma`` have this support). Anything else (``real``,
+    upper bounds only, supports that depend on other variables) is rejected.
+    """
+    constraints = torch.distributions.constraints
+    while isinstance(support, constraints.independent) and support.reinterpreted_batch_ndims == 0:
+        support = support.base_constraint
+    if not isinstance(support, constraints.Constraint) or support.is_discrete:
+        return False
+    if support.event_dim != 0:
+        return False
+    lower = getattr(support, "lower_bound", None)
+    if isinstance(lower, bool) or lower is None:
+        return False
+    if isinstance(lower, Tensor):
+        return bool(lower.numel() > 0 and torch.all(lower.detach() >= 0))
+    if isinstance(lower, int | float):
+        return math.isfinite(lower) and lower >= 0
+    return False
+
+
 class Hyperparameter:
     r"""A positive hyperparameter: a fixed number or a distribution (then a sample site).
 
@@ -54,11 +84,14 @@ class Hyperparameter:
         if isinstance(value, PyroDistribution):
             if value.batch_shape != () or value.event_shape != ():
                 raise ValueError(f"{name}: a hyperprior must be a scalar distribution")
-            support = value.support
-            if support is None or support.is_discrete or bool(support.check(torch.tensor(-1.0))):
+            try:
+                support = value.support
+            except NotImplementedError:  # a distribution that does not declare its support
+                support = None
+            if not _within_positive_reals(support):
                 raise ValueError(
                     f"{name}: a hyperprior must have positive support (e.g. Gamma, LogNormal, "
-                    f"HalfNormal), got {type(value).__name__} with support {support}"
+                    f"HalfNormal, Uniform(a, b) with a >= 0), got {value!r} with support {support}"
                 )
         elif isinstance(value, Tensor):
             # A tensor value is fixed in the model but may carry gradients (evidence-based

@@ -283,3 +283,94 @@ def test_bad_input_errors():
         equivariant_basis(V(SO2()), V(SO3()))
     with pytest.raises(TypeError, match="rep_in"):
         equivariant_basis("V", V(SO3()))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- dual representation as output
+def _brute_force_nullity(rep_in, rep_out, G):
+    """The dimension of the space of equivariant maps, by a slow reference: the constraint map
+    ``W -> (M_out W - W M_in)`` for every generator is applied to each matrix unit ``E_ij``, the
+    results stacked as the columns of one matrix, and its rank read off a full SVD."""
+    n_out, n_in = rep_out.size, rep_in.size
+    ops = [(rep_out.drho(a), rep_in.drho(a)) for a in G.lie_algebra]
+    ops += [(rep_out.rho(h), rep_in.rho(h)) for h in G.discrete_generators]
+    if not ops:
+        return n_out * n_in
+    columns = []
+    for i in range(n_out):
+        for j in range(n_in):
+            e = torch.zeros(n_out, n_in, dtype=torch.float64)
+            e[i, j] = 1.0
+            columns.append(
+                torch.cat(
+                    [(m_out.double() @ e - e @ m_in.double()).flatten() for m_out, m_in in ops]
+                )
+            )
+    s = torch.linalg.svd(torch.stack(columns, 1)).S
+    rank = int((s > 1e-9 * max(1.0, float(s[0]))).sum())
+    return n_out * n_in - rank
+
+
+def _generator_constraint_error(q, rep_in, rep_out, G):
+    """The largest entry of ``drho_out(A) W - W drho_in(A)`` over the Lie-algebra generators and
+    of ``rho_out(h) W - W rho_in(h)`` over the discrete generators, for every basis matrix."""
+    w = q.T.reshape(-1, rep_out.size, rep_in.size)
+    err = 0.0
+    ops = [(rep_out.drho(a), rep_in.drho(a)) for a in G.lie_algebra]
+    ops += [(rep_out.rho(h), rep_in.rho(h)) for h in G.discrete_generators]
+    for m_out, m_in in ops:
+        if q.numel():
+            err = max(err, float((m_out.double() @ w - w @ m_in.double()).abs().max()))
+    return err
+
+
+#: Known dimensions of Hom_G(V, V*), i.e. of the invariant bilinear forms on V: every rotation-
+#: or reflection-invariant form on R^2 is a x I + b x J for SO(2) (J the rotation generator), the
+#: symmetric a x I alone once a reflection is added; the Euclidean inner product for SO(3), O(3);
+#: the area form for SL(2); none for the scalings, since s^-1 W = s W forces W = 0.
+DUAL_KNOWN = {"SO2()": 2, "O2()": 1, "SO3()": 1, "O3()": 1, "SL2()": 1, "Scaling(2)": 0}
+
+
+@pytest.mark.parametrize("G", ALL_GROUPS, ids=GROUP_IDS)
+def test_basis_into_the_dual_rep_is_equivariant_and_complete(G):
+    """``V -> V.T`` (whose matrices are transposes) satisfies every generator's constraint to
+    1e-10, and spans the whole nullspace of the brute-force constraint matrix."""
+    rep_in, rep_out = V(G), V(G).T
+    for a in G.lie_algebra:  # the dual's Lie-algebra action is -A^T
+        assert torch.allclose(rep_out.drho(a), -a.T)
+    q = equivariant_basis(rep_in, rep_out)
+    assert q.shape == (rep_out.size * rep_in.size, _brute_force_nullity(rep_in, rep_out, G))
+    if repr(G) in DUAL_KNOWN:
+        assert q.shape[1] == DUAL_KNOWN[repr(G)]
+    assert _generator_constraint_error(q, rep_in, rep_out, G) <= 1e-10
+    assert _constraint_error(q, rep_in, rep_out, G) <= 1e-10
+    assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize("G", [SO2(), O3(), SL2(), Dihedral(4)], ids=repr)
+def test_basis_between_sums_with_duals_matches_brute_force(G):
+    rep_in = V(G) + V(G).T + Scalar(G)
+    rep_out = 2 * V(G).T + V(G)
+    q = equivariant_basis(rep_in, rep_out)
+    assert q.shape == (rep_out.size * rep_in.size, _brute_force_nullity(rep_in, rep_out, G))
+    assert _generator_constraint_error(q, rep_in, rep_out, G) <= 1e-10
+
+
+def test_dual_rep_matrices_are_contiguous():
+    G = SO3()
+    a = G.lie_algebra[0]
+    g = G.sample(4, generator=torch.Generator().manual_seed(0))
+    assert V(G).T.drho(a).is_contiguous() and V(G).T.rho(g).is_contiguous()
+    assert torch.allclose(V(G).T.rho(g), torch.linalg.inv(g).mT)
+
+
+@pytest.mark.parametrize("G", [SO2(), O2(), SO3(), SL2(), Dihedral(4)], ids=repr)
+def test_equivariant_linear_into_the_dual_rep_is_equivariant(G):
+    from symprior.nn import EquivariantLinear
+    from symprior.testing import assert_equivariant
+
+    rep_in, rep_out = V(G) + Scalar(G), V(G).T
+    torch.manual_seed(0)
+    layer = EquivariantLinear(rep_in, rep_out)
+    assert layer.coeffs.numel() > 0
+    x = torch.randn(6, rep_in.size, generator=torch.Generator().manual_seed(1))
+    assert_equivariant(layer, G, x, rep_in=rep_in, rep_out=rep_out)

@@ -6,7 +6,7 @@ import torch
 
 from symprior._config import load_config
 from symprior.data import six_vs_nine
-from symprior.groups import SO2, SO3, Cyclic, Scalar, Translation, V, transform_image
+from symprior.groups import SL2, SO2, SO3, Cyclic, Scalar, Translation, V, transform_image
 from symprior.models.zoo import (
     ZOO,
     equivariant_mlp,
@@ -40,6 +40,61 @@ def test_parse_rep_and_make_group():
     with pytest.raises(ValueError, match="unknown representation factor"):
         parse_rep("2W", G)
     assert SO3() == G
+
+
+@pytest.mark.parametrize("group", ["SO2", "SL2", "O3", "Dihedral(4)"])
+def test_parse_rep_reads_v_star_as_the_dual(group):
+    """``V*`` (how the library prints a dual) is ``V.T``, alone, with a multiplicity and inside
+    products; the matrices are checked against :math:`d\rho^*(A) = -A^\top` and
+    :math:`\rho^*(h) = (h^{-1})^\top` directly."""
+    G = make_group(group)
+    for spec, expected in [
+        ("V*", V(G).T),
+        ("2V*", 2 * V(G).T),
+        ("2 * V*", 2 * V(G).T),
+        ("V* + 2S", V(G).T + 2 * Scalar(G)),
+        ("V*V", V(G) * V(G)),  # a '*' between factors is still the product
+        ("V* * V", V(G).T * V(G)),
+        ("V**V", V(G).T * V(G)),
+        ("V*V*", V(G) * V(G).T),
+        ("V.T*", V(G)),
+    ]:
+        assert parse_rep(spec, G) == expected, spec
+    assert parse_rep("2V*", G) == parse_rep("2V.T", G)
+    rep = parse_rep("2V*", G)
+    assert rep.size == 2 * G.n
+    n = G.n
+    for a in G.lie_algebra:
+        ref = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+        ref[:n, :n] = ref[n:, n:] = -a.T
+        assert torch.allclose(rep.drho(a), ref)
+    for h in G.discrete_generators:
+        ref = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+        ref[:n, :n] = ref[n:, n:] = torch.linalg.inv(h.double()).T
+        assert torch.allclose(rep.rho(h).double(), ref)
+
+
+def test_parse_rep_errors_name_the_factor():
+    G = SO2()
+    with pytest.raises(ValueError, match=r"unknown representation factor 'W' in 'V\*W'"):
+        parse_rep("V*W", G)
+    with pytest.raises(ValueError, match=r"unknown representation factor 'VV' in '2VV'"):
+        parse_rep("2VV", G)
+    with pytest.raises(ValueError, match=r"factor is missing after '\*' in 'V\*\*'"):
+        parse_rep("V**", G)
+
+
+def test_strict_rpp_mlp_into_the_dual_is_equivariant():
+    """An RPP-MLP whose output is the dual (for SL(2) the dual of V is not V) builds, and its
+    strict setting is SL(2)-equivariant."""
+    torch.manual_seed(0)
+    for rep_out in ("V.T", "V*"):
+        net = rpp_mlp("SL2", "V", rep_out, hidden="2V + 2V* + 2Scalar", depth=1).double()
+        set_strict(net)
+        G = SL2()
+        x = torch.randn(6, 2, dtype=torch.float64)
+        assert_equivariant(net, G, x, rep_in=V(G), rep_out=V(G).T, dtypes=(torch.float64,))
+        assert float(net(x).abs().max().detach()) > 1e-8
 
 
 def test_strict_rpp_mlp_with_quadratic_features_is_invariant_and_not_constant():

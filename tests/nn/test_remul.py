@@ -620,6 +620,39 @@ def test_gradnorm_rejects_bad_options(kwargs: dict[str, object], match: str) -> 
         GradNorm(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": True}, r"lr must be a number, got bool"),
+        ({"lr": "0.1"}, r"lr must be a number, got str"),
+        ({"lr": 0.1, "asymmetry": False}, r"asymmetry must be a number, got bool"),
+        ({"lr": 0.1, "min_weight": True}, r"min_weight must be a number, got bool"),
+        ({"lr": 0.1, "min_weight": None}, r"min_weight must be a number, got NoneType"),
+    ],
+    ids=["lr-bool", "lr-str", "asymmetry-bool", "min-bool", "min-none"],
+)
+def test_gradnorm_rejects_options_that_are_not_numbers(
+    kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(TypeError, match=match):
+        GradNorm(2, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": math.inf}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"lr": 0.1, "asymmetry": math.nan}, "asymmetry"),
+        ({"lr": 0.1, "min_weight": math.inf}, "min_weight"),
+    ],
+    ids=["lr-inf", "lr-nan", "asymmetry-nan", "min-inf"],
+)
+def test_gradnorm_rejects_non_finite_options(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GradNorm(2, **kwargs)  # type: ignore[arg-type]
+
+
 def test_gradnorm_rejects_bad_losses() -> None:
     weight = torch.tensor([[0.5, 0.5]], dtype=DT, requires_grad=True)
     x = torch.randn(3, 2, dtype=DT, generator=seeded(0))

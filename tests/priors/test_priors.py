@@ -183,3 +183,56 @@ def test_isotropic_normal_is_the_expanded_normal(zero_loc, batch):
     (g1,) = torch.autograd.grad(fast.sum(), s1)
     (g2,) = torch.autograd.grad(ref.sum(), s2)
     assert torch.allclose(g1, g2, rtol=1e-12)
+
+
+# --------------------------------------------------------- multivariate priors and moving them
+COV = torch.tensor([[2.0, 0.3], [0.3, 1.0]])
+
+
+@pytest.mark.parametrize(
+    "hyperprior",
+    [
+        dist.HalfNormal(1.0),
+        dist.HalfCauchy(1.0),
+        dist.Exponential(2.0),
+        dist.Gamma(2.0, 4.0),
+        dist.LogNormal(-1.0, 0.5),
+        dist.InverseGamma(2.0, 3.0),
+        dist.Uniform(0.1, 2.0),
+        dist.Uniform(0.0, 2.0),
+        dist.Beta(2.0, 2.0),
+    ],
+    ids=repr,
+)
+def test_hyperpriors_on_the_positive_reals_are_accepted(hyperprior):
+    prior = ResidualPrior(hyperprior)
+    cache: dict = {}
+    trace = pyro.poutine.trace(
+        lambda: pyro.sample("w", prior.distribution("w", W, None, cache))
+    ).get_trace()
+    scale = trace.nodes["residual_scale"]["value"]
+    assert float(scale) > 0
+    expected = stats.norm(0.0, float(scale)).logpdf(W.numpy()).sum()
+    assert float(trace.nodes["w"]["fn"].log_prob(W)) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "hyperprior",
+    [
+        dist.Uniform(-0.5, 0.5),
+        dist.Uniform(-2.0, -1.0),
+        dist.Normal(0.0, 1.0),
+        dist.Cauchy(0.0, 1.0),
+        dist.Poisson(2.0),
+        dist.Delta(torch.tensor(1.0)),
+        dist.TransformedDistribution(
+            dist.HalfNormal(1.0), dist.transforms.AffineTransform(-1.0, 1.0)
+        ),
+    ],
+    ids=repr,
+)
+def test_hyperpriors_with_negative_support_are_rejected(hyperprior):
+    with pytest.raises(ValueError, match=r"^scale: a hyperprior must have positive support"):
+        ResidualPrior(hyperprior)
+    with pytest.raises(ValueError, match=r"^lam: a hyperprior must have positive support"):
+        FrequencyPrior(lam=hyperprior)
