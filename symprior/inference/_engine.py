@@ -430,11 +430,12 @@ class Engine(abc.ABC):
                         and o.checkpoint_every is not None
                         and step % o.checkpoint_every == 0
                     ):
-                        check(step)
+                        # Not a snapshot: these parameters are the update's, not yet evaluated.
+                        check(step, take_snapshot=False)
                         save(epoch, b)
                     last_batch = (xb, yb)
                 skip = 0
-            check(step)
+            check(step, take_snapshot=False)  # keeps the parameters before the last update
             if last_batch is not None:
                 # The last update's parameters: evaluated once, outside the global RNG stream.
                 devices = [device] if device.type == "cuda" else []
