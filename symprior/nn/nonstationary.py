@@ -111,6 +111,7 @@ from symprior._caching import filling_cache, has_storage
 from symprior.groups import SE2, SO2, Group
 from symprior.nn._blas import split_addmm_, split_mm
 from symprior.nn._inputs import check_like_parameters
+from symprior.nn._native import disk_product_library
 from symprior.nn._nonstationary_geometry import (
     RowLayout,
     disk_offsets,
@@ -236,6 +237,15 @@ _KERNEL_BYTES = 32 << 20
 
 #: Tests set this to run the per-position features on the CPU as other devices do (gathers).
 _GATHER_ON_CPU = False
+
+#: Largest kernel buffer (all disk rows at once) for which float32 CPU layers use the compiled
+#: products of :mod:`symprior.nn._native`; above it they use torch's products row group by row
+#: group (:data:`_KERNEL_BYTES`). The buffer is kept from the forward to the backward pass when
+#: the input needs a gradient.
+_NATIVE_KERNEL_BYTES = 64 << 20
+
+#: Tests clear this to run float32 CPU layers on torch's products.
+_USE_NATIVE = True
 
 
 def _gathers(device: torch.device) -> bool:
@@ -508,6 +518,100 @@ class _DiskProduct:
         value = torch.bmm(patches, grad).view(grid, num, self.in_channels, s, self.out_channels, r)
         out.view(grid, num, s, r, self.in_channels, -1).copy_(value.permute(0, 1, 3, 5, 2, 4))
 
+    # -------------------------------------------------------------- compiled products
+    def native(self, like: Tensor) -> object | None:
+        r"""The compiled library (:mod:`symprior.nn._native`) when this call can use it: float32
+        on the CPU, all kernels within :data:`_NATIVE_KERNEL_BYTES`; else ``None``."""
+        if not _USE_NATIVE or like.device.type != "cpu" or like.dtype != torch.float32:
+            return None
+        kernels = self.layout.grid_size * len(self.layout.base) * self.pair_numel
+        if kernels * like.element_size() > _NATIVE_KERNEL_BYTES or len(self.layout.rows) > 64:
+            return None
+        return disk_product_library()
+
+    def all_kernels(self, features: Tensor, head: Tensor, out: Tensor) -> Tensor:
+        r"""Every pair's kernel, ``(grid * K, Cin, Cout)`` in row-blocked order (rows ``(i, s)``,
+        columns ``(o, r)``), in ``out``: one product with the output layer, and with rotations
+        one copy that puts the rotations next to their channels."""
+        pairs, s, r = features.shape[0], self.in_rotations, self.out_rotations
+        values = features.view(-1, features.shape[-1])
+        if s * r == 1:
+            torch.mm(values, head.t(), out=out.view(values.shape[0], -1))
+        else:
+            products = torch.mm(values, head.t()).view(pairs, s, r, self.in_channels, -1)
+            shape = (pairs, self.in_channels, s, self.out_channels, r)
+            out.view(shape).copy_(products.permute(0, 3, 1, 4, 2))
+        return out.view(pairs, self.in_channels * s, -1)
+
+    def _rows(self, adjoint: bool) -> Tensor:
+        r"""``(3, rows)`` int64: each disk row's first offset, offset count and address start
+        (:meth:`RowLayout.row_start`, or :meth:`RowLayout.adjoint_start` for the adjoint)."""
+        layout = self.layout
+        starts = [
+            layout.adjoint_start(j) if adjoint else layout.row_start(j)
+            for j in range(len(layout.rows))
+        ]
+        table = [
+            [first for first, _, _, _ in layout.rows],
+            [stop - first for first, stop, _, _ in layout.rows],
+            starts,
+        ]
+        return torch.tensor(table, dtype=torch.int64)
+
+    def native_forward(self, lib: object, kernels: Tensor, flat: Tensor) -> Tensor:
+        r""":meth:`contract` for the forward pass by the compiled library, ``(grid, Cout, B)``;
+        ``kernels`` from :meth:`all_kernels`."""
+        grid, (_, cin, batch), cout = self.layout.grid_size, flat.shape, kernels.shape[-1]
+        out = _scratch(grid * cout * batch, flat, "grid").view(grid, cout, batch)
+        rows = self._rows(adjoint=False)
+        status = lib.sp_forward(  # type: ignore[attr-defined]
+            kernels.data_ptr(),
+            flat.data_ptr(),
+            out.data_ptr(),
+            grid,
+            cin,
+            cout,
+            batch,
+            rows.shape[1],
+            rows[0].data_ptr(),
+            rows[1].data_ptr(),
+            rows[2].data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"sp_forward failed with status {status}")
+        return out
+
+    def native_adjoint(self, lib: object, kernels: Tensor, flat_grad: Tensor) -> Tensor:
+        r"""The input gradient ``(grid, Cin, B)`` by the compiled library from the forward's
+        ``kernels`` (read in place: the kernel acting on pixel ``q`` from offset ``k`` is the
+        forward pair's :attr:`RowLayout.adjoint_source`) and the flat output gradient."""
+        layout = self.layout
+        grid, (_, cout, batch), cin = layout.grid_size, flat_grad.shape, kernels.shape[1]
+        source = layout.adjoint_source.clone()
+        if layout.adjoint_absent.numel():
+            source.index_fill_(0, layout.adjoint_absent, -1)
+        out = _scratch(grid * cin * batch, flat_grad, "grid").view(grid, cin, batch)
+        rows = self._rows(adjoint=True)
+        status = lib.sp_adjoint(  # type: ignore[attr-defined]
+            kernels.data_ptr(),
+            source.data_ptr(),
+            flat_grad.data_ptr(),
+            out.data_ptr(),
+            grid,
+            cin,
+            cout,
+            batch,
+            rows.shape[1],
+            rows[0].data_ptr(),
+            rows[1].data_ptr(),
+            rows[2].data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"sp_adjoint failed with status {status}")
+        return out
+
 
 def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
     r"""``tensor.permute(dims).reshape(shape)``, as a view when the permutation only moves
@@ -552,9 +656,21 @@ class _DiskProductFunction(torch.autograd.Function):
         padded = F.pad(zf, (0, 1)), F.pad(zd, (0, 1))  # see _DiskProduct.preactivations
         features, sines = plan.features(*padded, sine=plan.keep_sines)
         flat = layout.flatten(x)
-        workspace = plan.workspace(features)
-        out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
-        saved = (x, zf, zd, *padded, head, features, sines, flat)
+        lib = plan.native(x)
+        kernels = x.new_empty(0)
+        if lib is not None:
+            # Kept for the input gradient, which reads them in place (native_adjoint).
+            keep = ctx.needs_input_grad[0]  # type: ignore[attr-defined]
+            numel = features.shape[0] * plan.pair_numel
+            buffer = x.new_empty(numel) if keep else _scratch(numel, x, "kernels")
+            pairs = plan.all_kernels(features, head, buffer)
+            out = plan.native_forward(lib, pairs, flat)
+            if keep:
+                kernels = pairs
+        else:
+            workspace = plan.workspace(features)
+            out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
+        saved = (x, zf, zd, *padded, head, features, sines, flat, kernels)
         ctx.save_for_backward(*saved)  # type: ignore[arg-type]
         ctx.plan = plan  # type: ignore[attr-defined]
         return layout.from_grid(out)
@@ -564,7 +680,7 @@ class _DiskProductFunction(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
-        x, zf, zd, zf_padded, zd_padded, head, features, sines, flat = saved
+        x, zf, zd, zf_padded, zd_padded, head, features, sines, flat, kernels = saved
         plan: _DiskProduct = ctx.plan  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad[:4]  # type: ignore[attr-defined]
         if torch.is_grad_enabled():
@@ -577,14 +693,19 @@ class _DiskProductFunction(torch.autograd.Function):
         grad_x = grad_zf = grad_zd = grad_head = None
         if needs[0]:
             numel = grad.shape[0] * grad.shape[1] * layout.length
-            acc = plan.contract(
-                layout.flatten(grad, _scratch(numel, grad, "flat gradient")),
-                plan.adjoint_features(features),
-                plan.transposed_head(head),
-                plan.adjoint_kernel,
-                layout.adjoint_start,
-                workspace,
-            )
+            flat_grad = layout.flatten(grad, _scratch(numel, grad, "flat gradient"))
+            lib = plan.native(grad) if kernels.numel() else None
+            if lib is not None:
+                acc = plan.native_adjoint(lib, kernels, flat_grad)
+            else:
+                acc = plan.contract(
+                    flat_grad,
+                    plan.adjoint_features(features),
+                    plan.transposed_head(head),
+                    plan.adjoint_kernel,
+                    layout.adjoint_start,
+                    workspace,
+                )
             grad_x = layout.from_grid(acc)
         need_pre = needs[1] or needs[2]
         if need_pre or needs[3]:
