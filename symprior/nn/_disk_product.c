@@ -35,7 +35,9 @@ typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 INL vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 INL void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-INL vf splat(float a) { return (vf){0} + a; }
+/* a - 0 is a for every float (also -0.0), so this folds to a broadcast; (vf){0} + a does not
+ * (-0.0 + 0.0 is +0.0) and would cost an add per broadcast. */
+INL vf splat(float a) { return a - (vf){0}; }
 
 int sp_vector_width(void) { return VL; }
 
@@ -236,6 +238,123 @@ int sp_adjoint(const float *ker, const int64_t *source, const float *grad, float
                     }
                     o[(size_t)m * batch + b0] = s;
                 }
+        }
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------------- kernel gradient --
+ * out[(first[j] grid + p count[j] + u) Cout Cin + o Cin + c]
+ *     = sum_b xt[b length Cin + (p + start[j] + u) Cin + c] * grad[(p B + b) Cout + o]
+ * for p < grid, every disk row j, u < count[j], o < Cout, c < Cin: each pair's kernel gradient,
+ * transposed ((Cout, Cin) blocks), from the input stored batch first, xt (B, length, Cin), and
+ * the output gradient on the grid, (grid, B, Cout). A tile holds MT output channels times NT
+ * vectors of consecutive (u, c) entries, which are contiguous in xt. */
+
+#if defined(__AVX512F__)
+#define MT 6
+#define NT 4
+#elif defined(__AVX__)
+#define MT 3
+#define NT 4
+#else
+#define MT 4
+#define NT 4
+#endif
+
+INL void kernel_grad_tile(const float *xt, size_t bstep, const float *g, int cout, int batch,
+                          int cin, int mt, int nt, float *out, size_t t0) {
+    vf acc[MT][NT];
+    for (int m = 0; m < MT; m++)
+        for (int v = 0; v < NT; v++) acc[m][v] = splat(0.f);
+    for (int b = 0; b < batch; b++, xt += bstep, g += cout) {
+        vf xv[NT];
+        for (int v = 0; v < NT; v++)
+            if (v < nt) xv[v] = load(xt + v * VL);
+        for (int m = 0; m < MT; m++)
+            if (m < mt) {
+                vf w = splat(g[m]);
+                for (int v = 0; v < NT; v++)
+                    if (v < nt) acc[m][v] += w * xv[v];
+            }
+    }
+    if (cin % VL == 0) { /* every vector lies within one pair: (Cout, Cin) rows */
+        for (int v = 0; v < NT; v++)
+            if (v < nt) {
+                size_t t = t0 + (size_t)v * VL, u = t / cin, c = t % cin;
+                for (int m = 0; m < MT; m++)
+                    if (m < mt) store(out + (u * cout + m) * cin + c, acc[m][v]);
+            }
+        return;
+    }
+    for (int v = 0; v < NT; v++)
+        if (v < nt)
+            for (int m = 0; m < MT; m++)
+                if (m < mt) {
+                    float lanes[VL];
+                    store(lanes, acc[m][v]);
+                    for (int l = 0; l < VL; l++) {
+                        size_t t = t0 + (size_t)v * VL + l, u = t / cin, c = t % cin;
+                        out[(u * cout + m) * cin + c] = lanes[l];
+                    }
+                }
+}
+
+#define KGRAD_NT(mt_)                                                                     \
+    switch (nt) {                                                                         \
+    case 4: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 4, o, t0); break;        \
+    case 3: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 3, o, t0); break;        \
+    case 2: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 2, o, t0); break;        \
+    default: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 1, o, t0); break;       \
+    }
+
+static void kernel_grad_tiles(const float *x, size_t bstep, const float *g, int cout, int batch,
+                              int cin, int mt, int nt, float *o, size_t t0) {
+    switch (mt) {
+#if MT >= 6
+    case 6: KGRAD_NT(6) break;
+    case 5: KGRAD_NT(5) break;
+#endif
+#if MT >= 4
+    case 4: KGRAD_NT(4) break;
+#endif
+    case 3: KGRAD_NT(3) break;
+    case 2: KGRAD_NT(2) break;
+    default: KGRAD_NT(1) break;
+    }
+}
+
+int sp_kernel_grad(const float *xt, const float *grad, float *out, int64_t grid, int cin,
+                   int cout, int batch, int64_t length, int rows, const int64_t *first,
+                   const int64_t *count, const int64_t *start, int threads) {
+    const size_t bstep = (size_t)length * cin;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t p = 0; p < grid; p++) {
+        for (int j = 0; j < rows; j++) {
+            const size_t len = (size_t)count[j] * cin;
+            const float *xrow = xt + (size_t)(p + start[j]) * cin;
+            float *pairs = out + ((size_t)first[j] * grid + (size_t)p * count[j]) * cout * cin;
+            for (int o0 = 0; o0 < cout; o0 += MT) {
+                int mt = cout - o0 < MT ? cout - o0 : MT;
+                const float *g = grad + (size_t)p * batch * cout + o0;
+                float *o = pairs + (size_t)o0 * cin;
+                size_t t0 = 0;
+                while (t0 + VL <= len) {
+                    int nt = (int)((len - t0) / VL);
+                    if (nt > NT) nt = NT;
+                    kernel_grad_tiles(xrow + t0, bstep, g, cout, batch, cin, mt, nt, o, t0);
+                    t0 += (size_t)nt * VL;
+                }
+                for (size_t t = t0; t < len; t++) { /* scalar remainder */
+                    size_t u = t / cin, c = t % cin;
+                    for (int m = 0; m < mt; m++) {
+                        float s = 0.f;
+                        for (int b = 0; b < batch; b++)
+                            s += xrow[b * bstep + t] * g[(size_t)b * cout + m];
+                        o[(u * cout + m) * cin + c] = s;
+                    }
+                }
+            }
         }
     }
     return 0;

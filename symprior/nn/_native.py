@@ -36,7 +36,7 @@ __all__ = ["disk_product_library", "native_status"]
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("_disk_product.c")
-_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 _LOCK = threading.Lock()
 #: (library or None, status message), once decided.
 _STATE: list[tuple[ctypes.CDLL | None, str]] = []
@@ -101,6 +101,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.sp_forward.restype = i32
     lib.sp_adjoint.argtypes = [ptr, ptr, ptr, ptr, i64, i32, i32, i32, i32, ptr, ptr, ptr, i32]
     lib.sp_adjoint.restype = i32
+    lib.sp_kernel_grad.argtypes = [ptr, ptr, ptr, i64, i32, i32, i32, i64, i32, ptr, ptr, ptr, i32]
+    lib.sp_kernel_grad.restype = i32
     return lib
 
 

@@ -100,7 +100,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -502,11 +502,29 @@ class _DiskProduct:
         ker = part.view(grid, num, s, r, self.out_channels, -1)
         return _arrange(ker, (0, 1, 4, 3, 5, 2), (grid, num * self.out_channels * r, -1))
 
-    def transposed_head(self, head: Tensor) -> Tensor:
+    def transposed_head(self, head: Tensor, inverse: bool = False) -> Tensor:
         r"""``head`` with its rows in ``(o, i)`` order: puts ``o`` before ``i`` in the kernels
-        without moving them."""
+        without moving them (``inverse=True``: from ``(o, i)`` back to ``(i, o)`` order)."""
         n_in, n_out = self.in_channels, self.out_channels
-        return head.view(n_in, n_out, -1).transpose(0, 1).reshape(n_in * n_out, -1)
+        first, second = (n_out, n_in) if inverse else (n_in, n_out)
+        return head.reshape(first, second, -1).transpose(0, 1).reshape(n_in * n_out, -1)
+
+    def kernel_grads(
+        self, flat: Tensor, grad_grid: Tensor, workspace: Tensor, width: int
+    ) -> Iterator[tuple[slice, Tensor]]:
+        r"""The kernel gradients by torch's products, group of rows by group of rows
+        (:meth:`groups`): each group's slice of the row-blocked pairs and its gradients
+        ``(pairs * S * R, I * O)`` in ``workspace`` (overwritten by the next group)."""
+        layout, grid = self.layout, self.layout.grid_size
+        for rows in self.groups(flat.element_size()):
+            block = self.offsets(rows)
+            count = grid * (block.stop - block.start) * self.pair_numel
+            grad_products = workspace[:count].view(-1, width)
+            for row in range(*rows):
+                first, stop = layout.rows[row][:2]
+                patches = layout.rows_view(flat, layout.row_start(row), stop - first)
+                self.kernel_grad(patches, grad_grid, self.row_of(grad_products, rows, row))
+            yield slice(grid * block.start, grid * block.stop), grad_products
 
     def kernel_grad(self, patches: Tensor, grad: Tensor, out: Tensor) -> None:
         r"""Gradient of one row's kernels, ``patches (grid, n Cin, B) @ grad (grid, B, Cout)``,
@@ -611,6 +629,46 @@ class _DiskProduct:
         if status != 0:
             raise RuntimeError(f"sp_adjoint failed with status {status}")
         return out
+
+    def native_kernel_grad(
+        self, lib: object, flat: Tensor, grad_grid: Tensor
+    ) -> tuple[Tensor, bool]:
+        r"""Every pair's kernel gradient by the compiled library, from the flat input and the
+        output gradient on the grid ``(grid, B, Cout)``; ``(gradients, transposed)``: without
+        rotations ``(pairs, O * I)`` with columns in ``(o, i)`` order (``transposed``), with
+        them ``(pairs * S * R, I * O)`` in :meth:`head_products` order."""
+        layout = self.layout
+        grid, (length, cin, batch), cout = layout.grid_size, flat.shape, grad_grid.shape[2]
+        pairs = grid * len(layout.base)
+        # The input batch first, (B, length, Cin): a pair's (offset, channel) run is contiguous.
+        xt = _scratch(flat.numel(), flat, "batch first").view(batch, length, cin)
+        xt.copy_(flat.permute(2, 0, 1))
+        out = _scratch(pairs * cin * cout, flat, "kernels").view(pairs, cout, cin)
+        rows = self._rows(adjoint=False)
+        status = lib.sp_kernel_grad(  # type: ignore[attr-defined]
+            xt.data_ptr(),
+            grad_grid.data_ptr(),
+            out.data_ptr(),
+            grid,
+            cin,
+            cout,
+            batch,
+            length,
+            rows.shape[1],
+            rows[0].data_ptr(),
+            rows[1].data_ptr(),
+            rows[2].data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"sp_kernel_grad failed with status {status}")
+        s, r = self.in_rotations, self.out_rotations
+        if s * r == 1:
+            return out.view(pairs, -1), True
+        shape = (pairs, self.out_channels, r, self.in_channels, s)
+        ordered = out.new_empty(pairs, s, r, self.in_channels, self.out_channels)
+        ordered.copy_(out.view(shape).permute(0, 4, 2, 3, 1))
+        return ordered.view(pairs * s * r, -1), False
 
 
 def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
@@ -717,34 +775,31 @@ class _DiskProductFunction(torch.autograd.Function):
             # faster product).
             shape = (*features.shape[:-1], zf.shape[-1])
             grad_pre = _scratch(math.prod(shape), zf, "pre").view(shape) if need_pre else None
-            neg_head = -head[:, :-1]
+            lib = plan.native(grad)
+            if lib is not None:  # all pairs at once, columns (o, i) without rotations
+                grad_products, transposed = plan.native_kernel_grad(lib, flat, grad_grid)
+                blocks: Iterable[tuple[slice, Tensor]] = [(slice(None), grad_products)]
+            else:
+                transposed = False
+                blocks = plan.kernel_grads(flat, grad_grid, workspace, head.shape[0])
+            # The output layer with its rows in the order of grad_products' columns.
+            ordered_head = plan.transposed_head(head) if transposed else head
+            neg_head = -ordered_head[:, :-1]
             # Accumulated transposed, (J + 1, I O): features^T @ grad_products reads both
             # operands in the order the BLAS prefers (about 1.4x faster than the transpose).
             grad_head_t = head.new_zeros(head.shape[1], head.shape[0]) if needs[3] else None
-            grid = layout.grid_size
-            for rows in plan.groups(features.element_size()):
-                block = plan.offsets(rows)
-                count = grid * (block.stop - block.start) * plan.pair_numel
-                grad_products = workspace[:count].view(-1, head.shape[0])
-                for row in range(*rows):
-                    first, stop = layout.rows[row][:2]
-                    patches = layout.rows_view(flat, layout.row_start(row), stop - first)
-                    plan.kernel_grad(patches, grad_grid, plan.row_of(grad_products, rows, row))
-                values = slice(grid * block.start, grid * block.stop)
+            for values, products in blocks:
                 if grad_pre is not None:
-                    split_mm(
-                        grad_products,
-                        neg_head,
-                        out=grad_pre[values].view(grad_products.shape[0], -1),
-                    )
+                    split_mm(products, neg_head, out=grad_pre[values].view(products.shape[0], -1))
                 if grad_head_t is not None:
                     split_addmm_(
-                        grad_head_t,
-                        features[values].view(grad_products.shape[0], -1).t(),
-                        grad_products,
+                        grad_head_t, features[values].view(products.shape[0], -1).t(), products
                     )
             if grad_head_t is not None:
-                grad_head = grad_head_t.t().contiguous()
+                grad_head = grad_head_t.t()
+                if transposed:  # rows (o, i) -> (i, o)
+                    grad_head = plan.transposed_head(grad_head, inverse=True)
+                grad_head = grad_head.contiguous()
             if grad_pre is not None:
                 if sines is None:  # the forward did not expect these gradients: rebuild them
                     sines = plan.features(zf_padded, zd_padded, sine=True)[1]
