@@ -29,6 +29,9 @@
 #define MR 4
 #endif
 #define NV 4
+#ifndef PREFETCH
+#define PREFETCH 2
+#endif
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 #define INL static inline __attribute__((always_inline))
@@ -41,10 +44,29 @@ INL vf splat(float a) { return a - (vf){0}; }
 
 int sp_vector_width(void) { return VL; }
 
+/* Writes a tile to an image (B, C, H, W): entry (m, b) of the tile at out[m mstep + b bstep]. */
+INL void emit(vf acc[MR][NV], int mr, int nv, int b0, float *out, size_t mstep, size_t bstep) {
+    for (int m = 0; m < MR; m++)
+        if (m < mr)
+            for (int v = 0; v < NV; v++)
+                if (v < nv) {
+                    float lanes[VL];
+                    store(lanes, acc[m][v]);
+                    float *o = out + (size_t)m * mstep + (size_t)(b0 + v * VL) * bstep;
+                    for (int l = 0; l < VL; l++) o[(size_t)l * bstep] = lanes[l];
+                }
+}
+
+/* The image pixel of grid position p, or -1 on the junk columns of circular padding. */
+INL int64_t pixel(int64_t p, int64_t width, int64_t row_width) {
+    int64_t col = p % row_width;
+    return col < width ? p / row_width * width + col : -1;
+}
+
 /* ------------------------------------------------------------------------------ forward --
- * out[p, m, b] = sum_j sum_{t < count[j] Cin} ker[(first[j] grid + p count[j]) Cin Cout + t Cout + m]
+ * out[b, m, pixel(p)] = sum_j sum_{t < count[j] Cin} ker[(first[j] grid + p count[j]) Cin Cout + t Cout + m]
  *                                            * flat[(p + start[j]) Cin B + t B + b]
- * for p < grid, m < Cout (out is (grid, Cout, B)). */
+ * for p < grid, m < Cout: out is the image (B, Cout, H, W), junk positions are skipped. */
 
 typedef struct {
     const float *ker[64]; /* per disk row: this position's kernels, advanced by Cout per t */
@@ -53,7 +75,8 @@ typedef struct {
     int rows, kstep, xstep;
 } rows_t;
 
-INL void forward_tile(const rows_t *r, int mr, int nv, int b0, float *out, int ostep) {
+INL void forward_tile(const rows_t *r, int mr, int nv, int b0, float *out, size_t mstep,
+                      size_t bstep) {
     vf acc[MR][NV];
     for (int m = 0; m < MR; m++)
         for (int v = 0; v < NV; v++) acc[m][v] = splat(0.f);
@@ -71,21 +94,19 @@ INL void forward_tile(const rows_t *r, int mr, int nv, int b0, float *out, int o
                 }
         }
     }
-    for (int m = 0; m < MR; m++)
-        if (m < mr)
-            for (int v = 0; v < NV; v++)
-                if (v < nv) store(out + (size_t)m * ostep + b0 + v * VL, acc[m][v]);
+    emit(acc, mr, nv, b0, out, mstep, bstep);
 }
 
 #define FORWARD_NV(mr_)                                                                   \
     switch (nv) {                                                                         \
-    case 4: forward_tile(r, mr_, 4, b0, out, ostep); break;                               \
-    case 3: forward_tile(r, mr_, 3, b0, out, ostep); break;                               \
-    case 2: forward_tile(r, mr_, 2, b0, out, ostep); break;                               \
-    default: forward_tile(r, mr_, 1, b0, out, ostep); break;                              \
+    case 4: forward_tile(r, mr_, 4, b0, out, mstep, bstep); break;                               \
+    case 3: forward_tile(r, mr_, 3, b0, out, mstep, bstep); break;                               \
+    case 2: forward_tile(r, mr_, 2, b0, out, mstep, bstep); break;                               \
+    default: forward_tile(r, mr_, 1, b0, out, mstep, bstep); break;                              \
     }
 
-static void forward_tiles(const rows_t *r, int mr, int nv, int b0, float *out, int ostep) {
+static void forward_tiles(const rows_t *r, int mr, int nv, int b0, float *out, size_t mstep,
+                          size_t bstep) {
     switch (mr) {
 #if MR >= 6
     case 6: FORWARD_NV(6) break;
@@ -101,12 +122,13 @@ static void forward_tiles(const rows_t *r, int mr, int nv, int b0, float *out, i
 }
 
 /* The batch of one tile of MR channels: full NV-vector blocks, one shorter block, scalars. */
-static void batch_tiles(const rows_t *r, int mr, int batch, float *out, int ostep) {
+static void batch_tiles(const rows_t *r, int mr, int batch, float *out, size_t mstep,
+                        size_t bstep) {
     int b0 = 0;
-    for (; b0 + NV * VL <= batch; b0 += NV * VL) forward_tiles(r, mr, NV, b0, out, ostep);
+    for (; b0 + NV * VL <= batch; b0 += NV * VL) forward_tiles(r, mr, NV, b0, out, mstep, bstep);
     if (batch - b0 >= VL) {
         int nv = (batch - b0) / VL;
-        forward_tiles(r, mr, nv, b0, out, ostep);
+        forward_tiles(r, mr, nv, b0, out, mstep, bstep);
         b0 += nv * VL;
     }
     for (; b0 < batch; b0++)
@@ -115,16 +137,19 @@ static void batch_tiles(const rows_t *r, int mr, int batch, float *out, int oste
             for (int j = 0; j < r->rows; j++)
                 for (int t = 0; t < r->len[j]; t++)
                     s += r->ker[j][(size_t)t * r->kstep + m] * r->x[j][(size_t)t * r->xstep + b0];
-            out[(size_t)m * ostep + b0] = s;
+            out[(size_t)m * mstep + (size_t)b0 * bstep] = s;
         }
 }
 
 int sp_forward(const float *ker, const float *flat, float *out, int64_t grid, int cin, int cout,
                int batch, int rows, const int64_t *first, const int64_t *count,
-               const int64_t *start, int threads) {
+               const int64_t *start, int64_t area, int64_t width, int64_t row_width,
+               int threads) {
     if (rows > 64) return 1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t p = 0; p < grid; p++) {
+        const int64_t pix = pixel(p, width, row_width);
+        if (pix < 0) continue;
         rows_t r;
         r.rows = rows;
         r.kstep = cout;
@@ -136,22 +161,22 @@ int sp_forward(const float *ker, const float *flat, float *out, int64_t grid, in
                 r.ker[j] = ker + ((size_t)first[j] * grid + (size_t)p * count[j]) * cin * cout + m0;
                 r.x[j] = flat + (size_t)(p + start[j]) * cin * batch;
             }
-            batch_tiles(&r, mr, batch, out + ((size_t)p * cout + m0) * batch, batch);
+            batch_tiles(&r, mr, batch, out + (size_t)m0 * area + pix, area, (size_t)cout * area);
         }
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------------------ adjoint --
- * out[q, c, b] = sum_j sum_{u < count[j]} [s = source[first[j] grid + q count[j] + u] >= 0]
+ * out[b, c, pixel(q)] = sum_j sum_{u < count[j]} [s = source[first[j] grid + q count[j] + u] >= 0]
  *                sum_{o < Cout} ker[s Cin Cout + c Cout + o] * grad[(q + start[j] + u) Cout B + o B + b]
- * for q < grid, c < Cin (out is (grid, Cin, B)): the forward's transpose, reading each kernel
+ * for q < grid, c < Cin (out is the image (B, Cin, H, W)): the forward's transpose, reading each kernel
  * where the forward left it (source: the forward pair whose kernel acts on q's pixel). */
 
 INL void adjoint_tile(const float *ker, const int64_t *source, const float *grad, int64_t grid,
                       int cin, int cout, int batch, int rows, const int64_t *first,
                       const int64_t *count, const int64_t *start, int64_t q, int c0, int mr,
-                      int nv, int b0, float *out) {
+                      int nv, int b0, float *out, size_t mstep, size_t bstep) {
     vf acc[MR][NV];
     for (int m = 0; m < MR; m++)
         for (int v = 0; v < NV; v++) acc[m][v] = splat(0.f);
@@ -175,25 +200,23 @@ INL void adjoint_tile(const float *ker, const int64_t *source, const float *grad
             }
         }
     }
-    for (int m = 0; m < MR; m++)
-        if (m < mr)
-            for (int v = 0; v < NV; v++)
-                if (v < nv) store(out + (size_t)m * batch + b0 + v * VL, acc[m][v]);
+    emit(acc, mr, nv, b0, out, mstep, bstep);
 }
 
 #define ADJOINT_ARGS ker, source, grad, grid, cin, cout, batch, rows, first, count, start, q, c0
 #define ADJOINT_NV(mr_)                                                                   \
     switch (nv) {                                                                         \
-    case 4: adjoint_tile(ADJOINT_ARGS, mr_, 4, b0, out); break;                           \
-    case 3: adjoint_tile(ADJOINT_ARGS, mr_, 3, b0, out); break;                           \
-    case 2: adjoint_tile(ADJOINT_ARGS, mr_, 2, b0, out); break;                           \
-    default: adjoint_tile(ADJOINT_ARGS, mr_, 1, b0, out); break;                          \
+    case 4: adjoint_tile(ADJOINT_ARGS, mr_, 4, b0, out, mstep, bstep); break;                           \
+    case 3: adjoint_tile(ADJOINT_ARGS, mr_, 3, b0, out, mstep, bstep); break;                           \
+    case 2: adjoint_tile(ADJOINT_ARGS, mr_, 2, b0, out, mstep, bstep); break;                           \
+    default: adjoint_tile(ADJOINT_ARGS, mr_, 1, b0, out, mstep, bstep); break;                          \
     }
 
 static void adjoint_tiles(const float *ker, const int64_t *source, const float *grad,
                           int64_t grid, int cin, int cout, int batch, int rows,
                           const int64_t *first, const int64_t *count, const int64_t *start,
-                          int64_t q, int c0, int mr, int nv, int b0, float *out) {
+                          int64_t q, int c0, int mr, int nv, int b0, float *out,
+                          size_t mstep, size_t bstep) {
     switch (mr) {
 #if MR >= 6
     case 6: ADJOINT_NV(6) break;
@@ -210,18 +233,36 @@ static void adjoint_tiles(const float *ker, const int64_t *source, const float *
 
 int sp_adjoint(const float *ker, const int64_t *source, const float *grad, float *out,
                int64_t grid, int cin, int cout, int batch, int rows, const int64_t *first,
-               const int64_t *count, const int64_t *start, int threads) {
+               const int64_t *count, const int64_t *start, int64_t area, int64_t width,
+               int64_t row_width, int threads) {
+    const size_t mstep = (size_t)area, bstep = (size_t)cin * area;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t q = 0; q < grid; q++) {
+        const int64_t pix = pixel(q, width, row_width);
+        if (pix < 0) continue;
+#ifndef NO_PREFETCH
+        /* The kernels acting on one pixel lie in as many places as the disk has offsets, too
+         * many streams for the hardware prefetcher: fetch those of a later pixel now. */
+        if (q + PREFETCH < grid)
+            for (int j = 0; j < rows; j++) {
+                const int64_t *src = source + first[j] * grid + (q + PREFETCH) * count[j];
+                for (int u = 0; u < count[j]; u++)
+                    if (src[u] >= 0) {
+                        const char *k = (const char *)(ker + (size_t)src[u] * cin * cout);
+                        for (size_t b = 0; b < (size_t)cin * cout * sizeof(float); b += 64)
+                            __builtin_prefetch(k + b, 0, 3);
+                    }
+            }
+#endif
         for (int c0 = 0; c0 < cin; c0 += MR) {
             int mr = cin - c0 < MR ? cin - c0 : MR;
-            float *o = out + ((size_t)q * cin + c0) * batch;
+            float *o = out + (size_t)c0 * area + pix;
             int b0 = 0;
             for (; b0 + NV * VL <= batch; b0 += NV * VL)
-                adjoint_tiles(ADJOINT_ARGS, mr, NV, b0, o);
+                adjoint_tiles(ADJOINT_ARGS, mr, NV, b0, o, mstep, bstep);
             if (batch - b0 >= VL) {
                 int nv = (batch - b0) / VL;
-                adjoint_tiles(ADJOINT_ARGS, mr, nv, b0, o);
+                adjoint_tiles(ADJOINT_ARGS, mr, nv, b0, o, mstep, bstep);
                 b0 += nv * VL;
             }
             for (; b0 < batch; b0++)
@@ -236,125 +277,8 @@ int sp_adjoint(const float *ker, const int64_t *source, const float *grad, float
                             for (int oo = 0; oo < cout; oo++) s += k[oo] * g[(size_t)oo * batch];
                         }
                     }
-                    o[(size_t)m * batch + b0] = s;
+                    o[(size_t)m * mstep + (size_t)b0 * bstep] = s;
                 }
-        }
-    }
-    return 0;
-}
-
-/* -------------------------------------------------------------------- kernel gradient --
- * out[(first[j] grid + p count[j] + u) Cout Cin + o Cin + c]
- *     = sum_b xt[b length Cin + (p + start[j] + u) Cin + c] * grad[(p B + b) Cout + o]
- * for p < grid, every disk row j, u < count[j], o < Cout, c < Cin: each pair's kernel gradient,
- * transposed ((Cout, Cin) blocks), from the input stored batch first, xt (B, length, Cin), and
- * the output gradient on the grid, (grid, B, Cout). A tile holds MT output channels times NT
- * vectors of consecutive (u, c) entries, which are contiguous in xt. */
-
-#if defined(__AVX512F__)
-#define MT 6
-#define NT 4
-#elif defined(__AVX__)
-#define MT 3
-#define NT 4
-#else
-#define MT 4
-#define NT 4
-#endif
-
-INL void kernel_grad_tile(const float *xt, size_t bstep, const float *g, int cout, int batch,
-                          int cin, int mt, int nt, float *out, size_t t0) {
-    vf acc[MT][NT];
-    for (int m = 0; m < MT; m++)
-        for (int v = 0; v < NT; v++) acc[m][v] = splat(0.f);
-    for (int b = 0; b < batch; b++, xt += bstep, g += cout) {
-        vf xv[NT];
-        for (int v = 0; v < NT; v++)
-            if (v < nt) xv[v] = load(xt + v * VL);
-        for (int m = 0; m < MT; m++)
-            if (m < mt) {
-                vf w = splat(g[m]);
-                for (int v = 0; v < NT; v++)
-                    if (v < nt) acc[m][v] += w * xv[v];
-            }
-    }
-    if (cin % VL == 0) { /* every vector lies within one pair: (Cout, Cin) rows */
-        for (int v = 0; v < NT; v++)
-            if (v < nt) {
-                size_t t = t0 + (size_t)v * VL, u = t / cin, c = t % cin;
-                for (int m = 0; m < MT; m++)
-                    if (m < mt) store(out + (u * cout + m) * cin + c, acc[m][v]);
-            }
-        return;
-    }
-    for (int v = 0; v < NT; v++)
-        if (v < nt)
-            for (int m = 0; m < MT; m++)
-                if (m < mt) {
-                    float lanes[VL];
-                    store(lanes, acc[m][v]);
-                    for (int l = 0; l < VL; l++) {
-                        size_t t = t0 + (size_t)v * VL + l, u = t / cin, c = t % cin;
-                        out[(u * cout + m) * cin + c] = lanes[l];
-                    }
-                }
-}
-
-#define KGRAD_NT(mt_)                                                                     \
-    switch (nt) {                                                                         \
-    case 4: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 4, o, t0); break;        \
-    case 3: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 3, o, t0); break;        \
-    case 2: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 2, o, t0); break;        \
-    default: kernel_grad_tile(x, bstep, g, cout, batch, cin, mt_, 1, o, t0); break;       \
-    }
-
-static void kernel_grad_tiles(const float *x, size_t bstep, const float *g, int cout, int batch,
-                              int cin, int mt, int nt, float *o, size_t t0) {
-    switch (mt) {
-#if MT >= 6
-    case 6: KGRAD_NT(6) break;
-    case 5: KGRAD_NT(5) break;
-#endif
-#if MT >= 4
-    case 4: KGRAD_NT(4) break;
-#endif
-    case 3: KGRAD_NT(3) break;
-    case 2: KGRAD_NT(2) break;
-    default: KGRAD_NT(1) break;
-    }
-}
-
-int sp_kernel_grad(const float *xt, const float *grad, float *out, int64_t grid, int cin,
-                   int cout, int batch, int64_t length, int rows, const int64_t *first,
-                   const int64_t *count, const int64_t *start, int threads) {
-    const size_t bstep = (size_t)length * cin;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t p = 0; p < grid; p++) {
-        for (int j = 0; j < rows; j++) {
-            const size_t len = (size_t)count[j] * cin;
-            const float *xrow = xt + (size_t)(p + start[j]) * cin;
-            float *pairs = out + ((size_t)first[j] * grid + (size_t)p * count[j]) * cout * cin;
-            for (int o0 = 0; o0 < cout; o0 += MT) {
-                int mt = cout - o0 < MT ? cout - o0 : MT;
-                const float *g = grad + (size_t)p * batch * cout + o0;
-                float *o = pairs + (size_t)o0 * cin;
-                size_t t0 = 0;
-                while (t0 + VL <= len) {
-                    int nt = (int)((len - t0) / VL);
-                    if (nt > NT) nt = NT;
-                    kernel_grad_tiles(xrow + t0, bstep, g, cout, batch, cin, mt, nt, o, t0);
-                    t0 += (size_t)nt * VL;
-                }
-                for (size_t t = t0; t < len; t++) { /* scalar remainder */
-                    size_t u = t / cin, c = t % cin;
-                    for (int m = 0; m < mt; m++) {
-                        float s = 0.f;
-                        for (int b = 0; b < batch; b++)
-                            s += xrow[b * bstep + t] * g[(size_t)b * cout + m];
-                        o[(u * cout + m) * cin + c] = s;
-                    }
-                }
-            }
         }
     }
     return 0;

@@ -97,12 +97,11 @@ def _load(path: Path) -> ctypes.CDLL:
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.sp_vector_width.argtypes = []
     lib.sp_vector_width.restype = i32
-    lib.sp_forward.argtypes = [ptr, ptr, ptr, i64, i32, i32, i32, i32, ptr, ptr, ptr, i32]
+    image = [i64, i64, i64, i32]  # pixels per image, width, row width; threads
+    lib.sp_forward.argtypes = [ptr, ptr, ptr, i64, i32, i32, i32, i32, ptr, ptr, ptr, *image]
     lib.sp_forward.restype = i32
-    lib.sp_adjoint.argtypes = [ptr, ptr, ptr, ptr, i64, i32, i32, i32, i32, ptr, ptr, ptr, i32]
+    lib.sp_adjoint.argtypes = [ptr, ptr, ptr, ptr, i64, i32, i32, i32, i32, ptr, ptr, ptr, *image]
     lib.sp_adjoint.restype = i32
-    lib.sp_kernel_grad.argtypes = [ptr, ptr, ptr, i64, i32, i32, i32, i64, i32, ptr, ptr, ptr, i32]
-    lib.sp_kernel_grad.restype = i32
     return lib
 
 

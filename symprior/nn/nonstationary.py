@@ -100,7 +100,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -502,12 +502,11 @@ class _DiskProduct:
         ker = part.view(grid, num, s, r, self.out_channels, -1)
         return _arrange(ker, (0, 1, 4, 3, 5, 2), (grid, num * self.out_channels * r, -1))
 
-    def transposed_head(self, head: Tensor, inverse: bool = False) -> Tensor:
+    def transposed_head(self, head: Tensor) -> Tensor:
         r"""``head`` with its rows in ``(o, i)`` order: puts ``o`` before ``i`` in the kernels
-        without moving them (``inverse=True``: from ``(o, i)`` back to ``(i, o)`` order)."""
+        without moving them."""
         n_in, n_out = self.in_channels, self.out_channels
-        first, second = (n_out, n_in) if inverse else (n_in, n_out)
-        return head.reshape(first, second, -1).transpose(0, 1).reshape(n_in * n_out, -1)
+        return head.view(n_in, n_out, -1).transpose(0, 1).reshape(n_in * n_out, -1)
 
     def kernel_grads(
         self, flat: Tensor, grad_grid: Tensor, workspace: Tensor, width: int
@@ -577,10 +576,12 @@ class _DiskProduct:
         return torch.tensor(table, dtype=torch.int64)
 
     def native_forward(self, lib: object, kernels: Tensor, flat: Tensor) -> Tensor:
-        r""":meth:`contract` for the forward pass by the compiled library, ``(grid, Cout, B)``;
-        ``kernels`` from :meth:`all_kernels`."""
-        grid, (_, cin, batch), cout = self.layout.grid_size, flat.shape, kernels.shape[-1]
-        out = _scratch(grid * cout * batch, flat, "grid").view(grid, cout, batch)
+        r"""The forward pass by the compiled library, written straight to the output image
+        ``(B, Cout, H, W)`` (no grid layout, junk columns never computed); ``kernels`` from
+        :meth:`all_kernels`."""
+        layout = self.layout
+        grid, (_, cin, batch), cout = layout.grid_size, flat.shape, kernels.shape[-1]
+        out = flat.new_empty(batch, cout, layout.height, layout.width)
         rows = self._rows(adjoint=False)
         status = lib.sp_forward(  # type: ignore[attr-defined]
             kernels.data_ptr(),
@@ -594,6 +595,9 @@ class _DiskProduct:
             rows[0].data_ptr(),
             rows[1].data_ptr(),
             rows[2].data_ptr(),
+            self.layout.height * self.layout.width,
+            self.layout.width,
+            self.layout.row_width,
             torch.get_num_threads(),
         )
         if status != 0:
@@ -601,7 +605,7 @@ class _DiskProduct:
         return out
 
     def native_adjoint(self, lib: object, kernels: Tensor, flat_grad: Tensor) -> Tensor:
-        r"""The input gradient ``(grid, Cin, B)`` by the compiled library from the forward's
+        r"""The input gradient ``(B, Cin, H, W)`` by the compiled library from the forward's
         ``kernels`` (read in place: the kernel acting on pixel ``q`` from offset ``k`` is the
         forward pair's :attr:`RowLayout.adjoint_source`) and the flat output gradient."""
         layout = self.layout
@@ -609,7 +613,7 @@ class _DiskProduct:
         source = layout.adjoint_source.clone()
         if layout.adjoint_absent.numel():
             source.index_fill_(0, layout.adjoint_absent, -1)
-        out = _scratch(grid * cin * batch, flat_grad, "grid").view(grid, cin, batch)
+        out = flat_grad.new_empty(batch, cin, layout.height, layout.width)
         rows = self._rows(adjoint=True)
         status = lib.sp_adjoint(  # type: ignore[attr-defined]
             kernels.data_ptr(),
@@ -624,51 +628,14 @@ class _DiskProduct:
             rows[0].data_ptr(),
             rows[1].data_ptr(),
             rows[2].data_ptr(),
+            self.layout.height * self.layout.width,
+            self.layout.width,
+            self.layout.row_width,
             torch.get_num_threads(),
         )
         if status != 0:
             raise RuntimeError(f"sp_adjoint failed with status {status}")
         return out
-
-    def native_kernel_grad(
-        self, lib: object, flat: Tensor, grad_grid: Tensor
-    ) -> tuple[Tensor, bool]:
-        r"""Every pair's kernel gradient by the compiled library, from the flat input and the
-        output gradient on the grid ``(grid, B, Cout)``; ``(gradients, transposed)``: without
-        rotations ``(pairs, O * I)`` with columns in ``(o, i)`` order (``transposed``), with
-        them ``(pairs * S * R, I * O)`` in :meth:`head_products` order."""
-        layout = self.layout
-        grid, (length, cin, batch), cout = layout.grid_size, flat.shape, grad_grid.shape[2]
-        pairs = grid * len(layout.base)
-        # The input batch first, (B, length, Cin): a pair's (offset, channel) run is contiguous.
-        xt = _scratch(flat.numel(), flat, "batch first").view(batch, length, cin)
-        xt.copy_(flat.permute(2, 0, 1))
-        out = _scratch(pairs * cin * cout, flat, "kernels").view(pairs, cout, cin)
-        rows = self._rows(adjoint=False)
-        status = lib.sp_kernel_grad(  # type: ignore[attr-defined]
-            xt.data_ptr(),
-            grad_grid.data_ptr(),
-            out.data_ptr(),
-            grid,
-            cin,
-            cout,
-            batch,
-            length,
-            rows.shape[1],
-            rows[0].data_ptr(),
-            rows[1].data_ptr(),
-            rows[2].data_ptr(),
-            torch.get_num_threads(),
-        )
-        if status != 0:
-            raise RuntimeError(f"sp_kernel_grad failed with status {status}")
-        s, r = self.in_rotations, self.out_rotations
-        if s * r == 1:
-            return out.view(pairs, -1), True
-        shape = (pairs, self.out_channels, r, self.in_channels, s)
-        ordered = out.new_empty(pairs, s, r, self.in_channels, self.out_channels)
-        ordered.copy_(out.view(shape).permute(0, 4, 2, 3, 1))
-        return ordered.view(pairs * s * r, -1), False
 
 
 def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:
@@ -722,16 +689,17 @@ class _DiskProductFunction(torch.autograd.Function):
             numel = features.shape[0] * plan.pair_numel
             buffer = x.new_empty(numel) if keep else _scratch(numel, x, "kernels")
             pairs = plan.all_kernels(features, head, buffer)
-            out = plan.native_forward(lib, pairs, flat)
+            image = plan.native_forward(lib, pairs, flat)
             if keep:
                 kernels = pairs
         else:
             workspace = plan.workspace(features)
             out = plan.contract(flat, features, head, plan.kernel, layout.row_start, workspace)
+            image = layout.from_grid(out)
         saved = (x, zf, zd, *padded, head, features, sines, flat, kernels)
         ctx.save_for_backward(*saved)  # type: ignore[arg-type]
         ctx.plan = plan  # type: ignore[attr-defined]
-        return layout.from_grid(out)
+        return image
 
     @staticmethod
     def backward(
@@ -754,7 +722,7 @@ class _DiskProductFunction(torch.autograd.Function):
             flat_grad = layout.flatten(grad, _scratch(numel, grad, "flat gradient"))
             lib = plan.native(grad) if kernels.numel() else None
             if lib is not None:
-                acc = plan.native_adjoint(lib, kernels, flat_grad)
+                grad_x = plan.native_adjoint(lib, kernels, flat_grad)
             else:
                 acc = plan.contract(
                     flat_grad,
@@ -764,7 +732,7 @@ class _DiskProductFunction(torch.autograd.Function):
                     layout.adjoint_start,
                     workspace,
                 )
-            grad_x = layout.from_grid(acc)
+                grad_x = layout.from_grid(acc)
         need_pre = needs[1] or needs[2]
         if need_pre or needs[3]:
             numel = layout.grid_size * grad.shape[0] * grad.shape[1]
@@ -775,16 +743,8 @@ class _DiskProductFunction(torch.autograd.Function):
             # faster product).
             shape = (*features.shape[:-1], zf.shape[-1])
             grad_pre = _scratch(math.prod(shape), zf, "pre").view(shape) if need_pre else None
-            lib = plan.native(grad)
-            if lib is not None:  # all pairs at once, columns (o, i) without rotations
-                grad_products, transposed = plan.native_kernel_grad(lib, flat, grad_grid)
-                blocks: Iterable[tuple[slice, Tensor]] = [(slice(None), grad_products)]
-            else:
-                transposed = False
-                blocks = plan.kernel_grads(flat, grad_grid, workspace, head.shape[0])
-            # The output layer with its rows in the order of grad_products' columns.
-            ordered_head = plan.transposed_head(head) if transposed else head
-            neg_head = -ordered_head[:, :-1]
+            blocks = plan.kernel_grads(flat, grad_grid, workspace, head.shape[0])
+            neg_head = -head[:, :-1]
             # Accumulated transposed, (J + 1, I O): features^T @ grad_products reads both
             # operands in the order the BLAS prefers (about 1.4x faster than the transpose).
             grad_head_t = head.new_zeros(head.shape[1], head.shape[0]) if needs[3] else None
@@ -796,10 +756,7 @@ class _DiskProductFunction(torch.autograd.Function):
                         grad_head_t, features[values].view(products.shape[0], -1).t(), products
                     )
             if grad_head_t is not None:
-                grad_head = grad_head_t.t()
-                if transposed:  # rows (o, i) -> (i, o)
-                    grad_head = plan.transposed_head(grad_head, inverse=True)
-                grad_head = grad_head.contiguous()
+                grad_head = grad_head_t.t().contiguous()
             if grad_pre is not None:
                 if sines is None:  # the forward did not expect these gradients: rebuild them
                     sines = plan.features(zf_padded, zd_padded, sine=True)[1]
