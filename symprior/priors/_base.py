@@ -10,14 +10,15 @@ A *prior spec* is one of
 A scale, ``lam`` or precision of a prior object is a positive number or a Pyro distribution; a
 distribution makes a hyperparameter *sample site* (a hierarchical prior), shared by every parameter
 the prior object is used for (``shared=True``, site ``"<site_name>"``) or one per parameter
-(``shared=False``, site ``"<parameter>.<site_name>"``).
+(``shared=False``, site ``"<parameter>:<site_name>"``, see :data:`SITE_SEPARATOR`).
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyro
@@ -25,6 +26,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin as PyroDistribution
 from torch import Tensor
+from torch.distributions.transforms import Transform, _InverseTransform
 
 from symprior.nn import Relaxation
 
@@ -32,6 +34,12 @@ __all__ = ["DistributionPrior", "Hyperparameter", "Prior", "PriorSpec", "as_prio
 
 #: One sample per hyperparameter site and model call; SymmetryModel passes a fresh dict per call.
 HyperCache = dict[str, Tensor]
+
+#: Joins a parameter's name to its own hyperparameter's: ``"<parameter>:<site_name>"``. Not a dot:
+#: ``"<parameter>"`` is itself a sample site, and Pyro's autoguides (``AutoNormal``, ``AutoDelta``)
+#: store per-site parameters in nested modules along the dots of a site's name, so
+#: ``"<parameter>.<site_name>"`` would nest under the parameter's own entry.
+SITE_SEPARATOR = ":"
 
 
 def _within_positive_reals(support: Any) -> bool:
@@ -117,7 +125,7 @@ class Hyperparameter:
 
     def site(self, param_name: str) -> str:
         r"""The sample-site name used for the parameter ``param_name``."""
-        return self.site_name if self.shared else f"{param_name}.{self.site_name}"
+        return self.site_name if self.shared else f"{param_name}{SITE_SEPARATOR}{self.site_name}"
 
     def resolve(
         self, param_name: str, cache: HyperCache | None, *, dtype: torch.dtype, device: torch.device
@@ -147,19 +155,168 @@ class Hyperparameter:
 
 
 def _on(d: PyroDistribution, dtype: torch.dtype, device: torch.device) -> PyroDistribution:
-    """Move a distribution's tensor parameters to ``dtype``/``device`` (Pyro has no ``.to``)."""
-    params = {}
-    for key in d.arg_constraints:
-        value = getattr(d, key, None)
-        if isinstance(value, Tensor):
-            params[key] = value.to(dtype=dtype, device=device)
-    if not params:
-        return d
-    cls: Any = type(d)
+    r"""The distribution ``d`` with its tensors in ``dtype`` and on ``device`` (Pyro has no ``.to``).
+
+    Floating-point tensors are converted to ``dtype``, other tensors (masks, counts) only moved to
+    ``device``, everywhere in ``d``: in its own attributes and in the distributions, transforms and
+    constraints they hold (the ``base_dist`` of a wrapper such as ``Independent`` or a
+    ``TransformedDistribution`` like ``LogNormal``, the ``transforms`` list, the ``parts`` of a
+    composed transform, the transform an inverse inverts). A distribution whose constructor
+    arguments are all stored under their own names (``Normal``, ``Gamma``, ``MultivariateNormal``
+    with whichever of ``covariance_matrix``, ``precision_matrix`` and ``scale_tril`` it was given)
+    is built again from the converted arguments, so quantities it derives (a Cholesky factor) are
+    computed in ``dtype`` too; any other object is copied with its attributes converted (Delta's
+    ``event_dim``, a mask, a wrapper's shapes carry over). A copied transform forgets its inverse
+    and its cache, which it rebuilds from itself on demand.
+
+    ``d`` is never modified, and is returned itself when nothing needs converting. A transform
+    that is a ``torch.nn.Module`` (a learnable flow) is shared, not converted: converting it would
+    change the user's module.
+    """
+    memo: dict[int, Any] = {}
+
+    def convert(obj: Any) -> Any:
+        key = id(obj)
+        if key in memo:
+            return memo[key]
+        memo[key] = obj  # a reference cycle back to ``obj`` keeps the original
+        out = converted(obj)
+        memo[key] = out
+        return out
+
+    def converted(obj: Any) -> Any:
+        if isinstance(obj, Tensor):
+            return obj.to(dtype=dtype if obj.is_floating_point() else obj.dtype, device=device)
+        if isinstance(obj, torch.nn.Module):
+            return obj
+        if isinstance(obj, _InverseTransform):
+            forward = convert(obj._inv)
+            return obj if forward is obj._inv else forward.inv
+        if isinstance(obj, _COPIED):
+            attrs = vars(obj)
+            skip = _TRANSFORM_CACHES if isinstance(obj, Transform) else frozenset()
+            changed = {}
+            for name, value in attrs.items():
+                if name not in skip:
+                    new = convert(value)
+                    if new is not value:
+                        changed[name] = new
+            if not changed:
+                return obj
+            if isinstance(obj, torch.distributions.Distribution):
+                rebuilt = _rebuilt(obj, {**attrs, **changed})
+                if rebuilt is not None:
+                    return rebuilt
+            copy = object.__new__(type(obj))
+            copy.__dict__.update(attrs)
+            copy.__dict__.update(changed)
+            if isinstance(copy, Transform):
+                copy.__dict__.update({k: v for k, v in _TRANSFORM_RESET.items() if k in attrs})
+            return copy
+        if type(obj) in (list, tuple):
+            items = [convert(item) for item in obj]
+            if any(new is not old for new, old in zip(items, obj, strict=True)):
+                return type(obj)(items)
+        elif type(obj) is dict:
+            values = {k: convert(v) for k, v in obj.items()}
+            if any(values[k] is not obj[k] for k in obj):
+                return values
+        return obj
+
+    return convert(d)
+
+
+#: What :func:`_on` converts inside: distributions (and the wrappers holding a ``base_dist``),
+#: transforms and constraints (which may hold tensor bounds).
+_COPIED = (
+    torch.distributions.Distribution,
+    torch.distributions.transforms.Transform,
+    torch.distributions.constraints.Constraint,
+)
+#: A transform's reference to its inverse (which refers back to the original) and its cache of
+#: the last call (keyed by identity): not converted; a copy starts without them.
+_TRANSFORM_RESET: dict[str, Any] = {"_inv": None, "_cached_x_y": (None, None)}
+_TRANSFORM_CACHES = frozenset(_TRANSFORM_RESET)
+
+
+#: Constructor parameters by distribution class (reading a signature costs more than a rebuild).
+_CONSTRUCTOR_PARAMETERS: dict[type, tuple[inspect.Parameter, ...] | None] = {}
+
+
+def _constructor_parameters(cls: Any) -> tuple[inspect.Parameter, ...] | None:
+    r"""The parameters of ``cls.__init__`` after ``self``; ``None`` with ``*args``/``**kwargs``
+    or no readable signature."""
+    if cls in _CONSTRUCTOR_PARAMETERS:
+        return _CONSTRUCTOR_PARAMETERS[cls]
     try:
-        return cls(**params)
-    except TypeError:
-        return d
+        parameters: tuple[inspect.Parameter, ...] | None = tuple(
+            inspect.signature(cls.__init__).parameters.values()
+        )[1:]
+    except (TypeError, ValueError):
+        parameters = None
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if parameters is not None and any(p.kind in variadic for p in parameters):
+        parameters = None
+    _CONSTRUCTOR_PARAMETERS[cls] = parameters
+    return parameters
+
+
+def _rebuilt(d: Any, attrs: Mapping[str, Any]) -> Any:
+    r"""``type(d)`` called with the constructor arguments read from ``attrs`` (``d``'s attributes,
+    converted), or ``None`` where they are not all there: an argument that is not stored under
+    its own name, other than an alternative parametrisation left out (default ``None``)."""
+    parameters = _constructor_parameters(type(d))
+    if parameters is None:
+        return None
+    kwargs = {}
+    for p in parameters:
+        if p.name == "validate_args":
+            if "_validate_args" in attrs:
+                kwargs[p.name] = attrs["_validate_args"]
+        elif p.name in attrs:
+            kwargs[p.name] = attrs[p.name]
+        elif p.default is not None:
+            return None
+    try:
+        return type(d)(**kwargs)
+    except (TypeError, ValueError):  # e.g. both probs and logits held (one of them derived)
+        return None
+
+
+def legacy_site_renames(shapes: Mapping[str, Sequence[int]]) -> dict[str, str]:
+    r"""Old to current names of the per-parameter hyperparameter sites among saved sites.
+
+    Earlier versions named the site of a per-parameter hyperparameter (``shared=False``)
+    ``"<parameter>.<site_name>"``; it is now ``"<parameter>:<site_name>"``
+    (:data:`SITE_SEPARATOR`). A saved site ``"A.B"`` is such an old name when ``"A"`` is also a
+    saved site and ``"A.B"`` is scalar: hyperparameters are scalar, and no network parameter's
+    name extends another's (a module attribute is a parameter or a submodule, not both). Meant
+    for reading posterior files, so that files written under the old names keep loading.
+
+    Parameters
+    ----------
+    shapes : mapping from str to sequence of int
+        Every saved site name with its shape.
+
+    Returns
+    -------
+    dict from str to str
+        ``{old: current}`` for each old name (empty for files with current names).
+
+    Examples
+    --------
+    >>> legacy_site_renames({"layer.residual": [2, 2], "layer.residual.residual_scale": []})
+    {'layer.residual.residual_scale': 'layer.residual:residual_scale'}
+    """
+    renames = {}
+    for name, shape in shapes.items():
+        parent, dot, leaf = name.rpartition(".")
+        if not (dot and parent in shapes and leaf and len(shape) == 0):
+            continue
+        current = f"{parent}{SITE_SEPARATOR}{leaf}"
+        if current not in shapes:
+            renames[name] = current
+    return renames
 
 
 def expand_to(d: PyroDistribution, shape: torch.Size, name: str) -> PyroDistribution:

@@ -29,7 +29,7 @@ class FrequencyPrior(Prior):
     ----------
     lam : float or Distribution
         The precision-like :math:`\lambda > 0`; a distribution makes a hierarchical prior with the
-        site ``"lam"`` (shared) or ``"<parameter>.lam"`` (``shared=False``).
+        site ``"lam"`` (shared) or ``"<parameter>:lam"`` (``shared=False``).
     shared : bool
 
     Examples

@@ -45,7 +45,8 @@ class ResidualPrior(NormalPrior):
         hierarchical prior whose site (``"residual_scale"``) measures how much symmetry the data
         allow.
     shared : bool
-        One scale site for every residual (default) or one per layer parameter.
+        One scale site for every residual (default) or one per layer parameter, named
+        ``"<parameter>:residual_scale"``.
 
     Examples
     --------

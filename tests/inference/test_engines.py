@@ -11,10 +11,10 @@ from symprior.groups import SO2, Scalar, V
 from symprior.inference import MAP, SVI, DivergenceError, NoEvidenceError, Posterior
 from symprior.inference import _posterior as posterior_module
 from symprior.models import Gaussian, SymmetryModel
-from symprior.nn import RPPMLP, equivariance_levels
-from symprior.priors import ResidualPrior
+from symprior.nn import RPPMLP, RPPLinear, equivariance_levels
+from symprior.priors import EquivariantPrior, ResidualPrior
 from tests.conftest import DEVICES
-from tests.inference.linear_gaussian import closed_form, make
+from tests.inference.linear_gaussian import S_EQ, closed_form, make
 
 
 def _mlp_model(seed=0):
@@ -87,11 +87,13 @@ def test_svi_guides_produce_their_block_kind(guide):
     assert set(draws) == {"residual", "bias_residual", "coeffs", "bias_coeffs"}
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-scale", "per-parameter-scales"])
 @pytest.mark.parametrize("guide", ["delta", "normal", "lowrank", "fullrank"])
-def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, monkeypatch):
+def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, shared, monkeypatch):
     """The SVI objective computed from the guide's distribution (no tracing) is Pyro's
     Trace_ELBO: same random draws, same losses and same optimised guide, step for step, on a
-    model with a random (positive) residual scale and random noise (log-Jacobian terms)."""
+    model with a random (positive) residual scale, shared or one per residual, and random noise
+    (log-Jacobian terms)."""
 
     def run():
         torch.manual_seed(0)
@@ -99,7 +101,7 @@ def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, monkeypatch):
         model = SymmetryModel(
             net,
             Gaussian(pyro.distributions.LogNormal(0.0, 1.0)),
-            priors={"*": ResidualPrior(pyro.distributions.HalfNormal(0.5))},
+            priors={"*": ResidualPrior(pyro.distributions.HalfNormal(0.5), shared=shared)},
         )
         x, y = _mlp_data(n=16)
         engine = SVI(guide, num_epochs=3, batch_size=8, lr=0.02, num_particles=2, progress=False)
@@ -121,7 +123,9 @@ def test_direct_elbo_equals_pyro_trace_elbo_draw_for_draw(guide, monkeypatch):
     assert bool(fused_draws) == (guide == "normal")
     monkeypatch.setattr(SymmetryModel, "fast_log_joint_supported", lambda self: False)
     traced, traced_losses = run()
-    assert {"noise_scale", "residual_scale"} <= set(direct.mean()) and len(direct.mean()) == 6
+    relaxations = [f"layers.{i}.{p}" for i in range(2) for p in ("residual", "bias_residual")]
+    scales = ["residual_scale"] if shared else [f"{r}:residual_scale" for r in relaxations]
+    assert set(direct.mean()) == {"noise_scale", *scales, *relaxations}
     assert torch.allclose(torch.tensor(direct_losses), torch.tensor(traced_losses), rtol=1e-10)
     assert torch.allclose(direct.loc(), traced.loc(), rtol=1e-9, atol=1e-12)
     assert torch.allclose(direct.covariance(), traced.covariance(), rtol=1e-9, atol=1e-14)
@@ -250,6 +254,37 @@ def test_posterior_save_load_round_trip(tmp_path):
             TypeError, match=r"generator must be a torch\.Generator or None, got int"
         ):
             call()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="Posterior.from_state must map old site names with legacy_site_renames (not yet wired)",
+)
+def test_posteriors_saved_with_old_per_parameter_site_names_still_load(tmp_path):
+    """Files written when per-parameter scale sites were "<parameter>.residual_scale" load with
+    the current "<parameter>:residual_scale" names and the same values."""
+    x, y = _mlp_data()
+    torch.manual_seed(0)
+    net = RPPMLP(V(SO2()), V(SO2()), 3 * V(SO2()) + 2 * Scalar(SO2()), 1).double()
+    prior = ResidualPrior(pyro.distributions.HalfNormal(1.0), shared=False)
+    model = SymmetryModel(net, Gaussian(0.2), priors={"*residual": prior})
+    post = SVI("normal", num_epochs=3, progress=False).fit(model, (x, y))
+    state = post.state()
+
+    def old(name):
+        return name.replace(":", ".")
+
+    for site in state["sites"]:
+        site["name"] = old(site["name"])
+    for block in state["blocks"]:
+        block["names"] = [old(n) for n in block["names"]]
+    assert "layers.0.residual.residual_scale" in [s["name"] for s in state["sites"]]
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    for loaded in (Posterior.load(path), Posterior.load(path, model=model)):
+        assert loaded.site_names == post.site_names
+        assert all(torch.equal(v, loaded.mean()[k]) for k, v in post.mean().items())
 
 
 def test_loading_a_file_that_is_no_posterior_is_a_clear_error(tmp_path):
@@ -600,3 +635,99 @@ def test_predict_with_a_random_prior_scale_uses_the_network_parameters_only(shar
     # MAP leaves its mode in the network: the point prediction is the network's output
     with torch.no_grad():
         assert torch.equal(post.predict(x[:5]), net.eval()(x[:5]))
+
+
+# ----------------------------------------------- per-parameter random scales under SVI guides
+SIGMA_H, S_BIAS, HYPER = 0.1, 0.5, 1.0
+
+
+def _hierarchical_linear_gaussian():
+    """The linear-Gaussian model with a HalfNormal(1) scale of its own on the residual (site
+    "residual:residual_scale") and data whose residual is far from zero."""
+    torch.manual_seed(0)
+    layer = RPPLinear(V(SO2()), V(SO2())).double()
+    model = SymmetryModel(
+        layer,
+        Gaussian(SIGMA_H),
+        priors={
+            "residual": ResidualPrior(pyro.distributions.HalfNormal(HYPER), shared=False),
+            "bias_residual": ResidualPrior(S_BIAS),
+        },
+        weight_prior=EquivariantPrior(S_EQ),
+    )
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    w = torch.tensor([[1.0, 0.5], [0.7, 1.2]], dtype=torch.float64)
+    y = x @ w.T + 0.2 + SIGMA_H * torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    return model, x, y
+
+
+def _prior_variances(model, names, scales):
+    """Prior variances of the flattened parameters (site order) for residual scales ``(G,)``."""
+    params = dict(model.network.named_parameters())
+    is_residual = torch.cat([torch.full((params[n].numel(),), n == "residual") for n in names])
+    fixed = torch.cat(
+        [
+            torch.full((params[n].numel(),), (S_BIAS if n == "bias_residual" else S_EQ) ** 2)
+            for n in names
+        ]
+    ).double()
+    return torch.where(is_residual, scales[:, None] ** 2, fixed), is_residual
+
+
+def test_svi_fits_per_parameter_random_scales_with_autonormal_and_autodelta():
+    """A random residual scale of its own (site "residual:residual_scale", nested under no other
+    site's name, so Pyro's AutoDelta and AutoNormal can hold it). AutoDelta finds the joint mode
+    of the closed-form fixed point (the Gaussian posterior mean given the scale, and the scale
+    maximising N(B; 0, s^2 I) HalfNormal(s; 1) given B), as MAP does; the mean-field normal's
+    log scale matches the exact marginal posterior of log s, from the closed-form evidence
+    p(y | s) on a grid, in mean and (underestimated, as mean-field does) spread."""
+    site = "residual:residual_scale"
+    model, x, y = _hierarchical_linear_gaussian()
+    names, _, _, _, phi, _, target = closed_form(model, x, y, sigma=SIGMA_H)
+    k = model.network.residual.numel()
+
+    # joint mode: coordinate ascent over (parameters, s) from s = 1
+    s = torch.ones(1, dtype=torch.float64)
+    for _ in range(500):
+        prior_var, is_residual = _prior_variances(model, names, s)
+        precision = torch.diag(1 / prior_var[0]) + phi.T @ phi / SIGMA_H**2
+        theta = torch.linalg.solve(precision, phi.T @ target / SIGMA_H**2)
+        b2 = float(theta[is_residual].square().sum())
+        # d/ds [-k log s - |B|^2 / (2 s^2) - s^2 / (2 h^2)] = 0, a quadratic in s^2
+        s = s.new_tensor([math.sqrt((math.sqrt(k**2 + 4 * b2 / HYPER**2) - k) * HYPER**2 / 2)])
+    delta = SVI("delta", num_epochs=10, lr=1.0, optimizer="lbfgs", progress=False)
+    delta_post = delta.fit(model, (x, y))
+    assert delta_post.site_names == [site, "residual", "bias_residual", "coeffs", "bias_coeffs"]
+    assert float(delta_post.mean()[site]) == pytest.approx(float(s), rel=1e-6)
+    mode = torch.cat([delta_post.mean()[n].reshape(-1) for n in names])
+    assert torch.allclose(mode, theta, rtol=1e-6, atol=1e-8)
+    map_model, _, _ = _hierarchical_linear_gaussian()
+    map_post = MAP(num_epochs=10, lr=1.0, optimizer="lbfgs", progress=False).fit(map_model, (x, y))
+    assert float(map_post.mean()[site]) == pytest.approx(float(s), rel=1e-6)
+
+    # exact marginal posterior of u = log s: p(y | s) HalfNormal(s) s on a grid
+    u = torch.linspace(-4.0, 2.0, 601, dtype=torch.float64)
+    prior_var, _ = _prior_variances(model, names, u.exp())
+    cov = (phi * prior_var[:, None, :]) @ phi.T + SIGMA_H**2 * torch.eye(len(target)).double()
+    evidence = torch.distributions.MultivariateNormal(torch.zeros_like(target), cov)
+    log_post = (
+        evidence.log_prob(target)
+        + pyro.distributions.HalfNormal(torch.tensor(HYPER).double()).log_prob(u.exp())
+        + u
+    )
+    density = (log_post - log_post.max()).exp()
+    density = density / torch.trapezoid(density, u)
+    mean = torch.trapezoid(density * u, u)
+    sd = torch.trapezoid(density * (u - mean) ** 2, u).sqrt()
+    model, x, y = _hierarchical_linear_gaussian()
+    normal = SVI(
+        "normal", num_epochs=400, lr=0.05, scheduler=_decay(400), init_scale=0.05, progress=False
+    )
+    post = normal.fit(model, (x, y))
+    (block,) = post.blocks
+    assert post.site_names[0] == site
+    # Monte-Carlo error and the mean-field bias: seeds 0-3 gave |z| < 0.2, sd ratios 0.77-0.86
+    assert abs(float(block.loc[0] - mean) / float(sd)) < 0.4
+    assert 0.6 < float(block.scale[0] / sd) < 1.05
+    assert float(post.mean()[site]) == pytest.approx(math.exp(float(block.loc[0])), rel=1e-12)

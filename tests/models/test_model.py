@@ -83,7 +83,7 @@ def test_hyperparameter_sites_shared_or_per_layer():
     )
     trace = pyro.poutine.trace(per).get_trace(x)
     hyper = [n for n in _latent(trace) if n.endswith("residual_scale")]
-    assert hyper == [f"layers.{i}.residual.residual_scale" for i in range(2)]
+    assert hyper == [f"layers.{i}.residual:residual_scale" for i in range(2)]
 
 
 def test_rpp_negative_log_joint_is_scaled_squared_error_plus_two_weight_penalties():
