@@ -46,6 +46,13 @@ __all__ = [
 
 FORMAT = "symprior.posterior/1"
 
+#: The ``method`` values of :meth:`Posterior.predict`.
+PREDICT_METHODS = ("linearized", "montecarlo")
+
+#: Engines whose posteriors predict with the linearised (GLM) predictive by default: the
+#: ``name`` of :class:`~symprior.inference.Laplace`, recorded in ``Posterior.engine`` and saved.
+LINEARIZED_ENGINES = frozenset({"laplace"})
+
 
 class NoEvidenceError(RuntimeError):
     r"""Raised by :meth:`Posterior.log_evidence` for engines that have no evidence estimate."""
@@ -366,25 +373,57 @@ class Posterior:
         generator: torch.Generator | None = None,
         *,
         return_samples: bool = False,
-        method: str = "montecarlo",
+        method: str | None = None,
     ) -> Tensor:
-        r"""Posterior predictive mean of ``y`` at ``x``.
+        r"""Posterior predictive mean of ``y`` at ``x`` (the output for a Gaussian likelihood,
+        class probabilities for a Categorical).
 
-        ``method="montecarlo"`` averages the likelihood's predictive mean (the output for a
-        Gaussian, class probabilities for a Categorical) over ``num_samples`` posterior draws (a
-        point posterior uses one); ``return_samples=True`` returns the per-draw predictions
-        ``(S, ...)``. ``method="linearized"`` (Gaussian posteriors, e.g. Laplace) returns the mean
-        of the network output under :math:`f(x,\theta) \approx f(x,\theta^*) + J(\theta-\theta^*)`,
-        which is :math:`f(x, \theta^*)`; its variance comes from
-        :func:`symprior.inference.linearized_predict`.
+        Parameters
+        ----------
+        x : Tensor
+            Inputs ``(N, ...)``.
+        num_samples : int
+            Draws: of the parameters with ``method="montecarlo"`` (a point posterior uses
+            one); of the logits with ``"linearized"`` and a Categorical likelihood (a Gaussian
+            one needs none).
+        generator : torch.Generator, optional
+            Source of those draws.
+        return_samples : bool
+            Return the per-draw predictions ``(num_samples, N, ...)`` of ``"montecarlo"``
+            instead of their mean.
+        method : {None, "linearized", "montecarlo"}
+            ``"montecarlo"`` averages the likelihood's predictive mean over ``num_samples``
+            draws of the parameters. ``"linearized"`` is the GLM predictive of the network
+            linearised at the posterior location, :math:`f(x,\theta) \approx f(x,\theta^*) +
+            J(\theta-\theta^*)`, whose output is Gaussian with mean :math:`f(x, \theta^*)` and
+            covariance :math:`J \Sigma J^\top` (Immer, Korzepa & Bauer 2021; moments from
+            :func:`symprior.inference.linearized_predict`): the mean is exactly
+            :math:`f(x, \theta^*)` for a Gaussian likelihood, and for a Categorical the
+            softmax averaged over ``num_samples`` draws of the logits from that Gaussian
+            (:func:`~symprior.inference._laplace.linearized_predictive_mean`). ``None``
+            (default): ``"linearized"`` for posteriors of the Laplace engine unless
+            ``return_samples=True``, else ``"montecarlo"``. A Laplace Gaussian is local: where
+            the curvature is small or was floored, its weight-space draws reach networks far
+            from the fitted one and their average predicts badly, while the linearised
+            predictive keeps the fitted network's mean (laplace-torch's default too).
         """
+        if method is not None and method not in PREDICT_METHODS:
+            raise ValueError(f"method must be None, 'linearized' or 'montecarlo', got {method!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        check_generator(generator)
+        if method is None:
+            linear = self.engine in LINEARIZED_ENGINES and not return_samples
+            method = "linearized" if linear else "montecarlo"
         if method == "linearized":
-            from symprior.inference._laplace import linearized_predict
+            if return_samples:
+                raise ValueError(
+                    "return_samples=True needs method='montecarlo': the linearized predictive "
+                    "returns a mean, not per-draw network predictions"
+                )
+            from symprior.inference._laplace import linearized_predictive_mean
 
-            mean, _ = linearized_predict(self, x)
-            return mean
-        if method != "montecarlo":
-            raise ValueError(f"method must be 'montecarlo' or 'linearized', got {method!r}")
+            return linearized_predictive_mean(self, x, num_samples, generator)
         model = self._need_model()
         if not self.blocks or all(isinstance(b, DeltaBlock) for b in self.blocks):
             num_samples = 1
