@@ -28,6 +28,7 @@ from torch.distributions import biject_to, constraints
 from symprior._files import atomic_write
 from symprior.groups._group import check_generator
 from symprior.nn import RelaxedModule
+from symprior.priors._base import legacy_site_renames
 
 __all__ = [
     "Block",
@@ -503,7 +504,12 @@ class Posterior:
     def from_state(cls, state: Mapping[str, Any], model: Any = None) -> Posterior:
         if state.get("format") != FORMAT:
             raise ValueError(f"not a symprior posterior file (format {state.get('format')!r})")
-        sites = [SiteInfo(s["name"], tuple(s["shape"]), s["constraint"]) for s in state["sites"]]
+        # Files written before per-parameter hyperparameter sites were named "<param>:<site>".
+        renames = legacy_site_renames({s["name"]: s["shape"] for s in state["sites"]})
+        sites = [
+            SiteInfo(renames.get(s["name"], s["name"]), tuple(s["shape"]), s["constraint"])
+            for s in state["sites"]
+        ]
         blocks = []
         for b in state["blocks"]:
             kind = b["kind"]
@@ -513,8 +519,10 @@ class Posterior:
             if kind not in _BLOCKS:
                 raise ValueError(f"unknown posterior block kind {kind!r}")
             fields = {k: v for k, v in b.items() if k != "kind"}
+            fields["names"] = [renames.get(n, n) for n in fields["names"]]
             blocks.append(_BLOCKS[kind](**fields))
-        post = cls(sites, blocks, state["point"], engine=state["engine"], info=state["info"])
+        info = {_renamed_info_key(k, renames): v for k, v in state["info"].items()}
+        post = cls(sites, blocks, state["point"], engine=state["engine"], info=info)
         if model is not None:
             post.attach(model)
         return post
@@ -552,6 +560,12 @@ class Posterior:
     def __repr__(self) -> str:
         kinds = ", ".join(f"{b.kind}[{b.dim}]" for b in self.blocks)
         return f"Posterior(engine={self.engine!r}, sites={len(self.sites)}, blocks=[{kinds}])"
+
+
+def _renamed_info_key(key: str, renames: Mapping[str, str]) -> str:
+    r"""An ``info`` key about a site (``"curvature.<site>"``) with the site's current name."""
+    kind, dot, site = key.partition(".")
+    return f"{kind}.{renames[site]}" if dot and site in renames else key
 
 
 def _model_sites(model: Any) -> list[str]:

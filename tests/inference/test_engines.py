@@ -256,11 +256,6 @@ def test_posterior_save_load_round_trip(tmp_path):
             call()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="Posterior.from_state must map old site names with legacy_site_renames (not yet wired)",
-)
 def test_posteriors_saved_with_old_per_parameter_site_names_still_load(tmp_path):
     """Files written when per-parameter scale sites were "<parameter>.residual_scale" load with
     the current "<parameter>:residual_scale" names and the same values."""
