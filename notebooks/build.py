@@ -136,9 +136,11 @@ approximate mode), symprior raises its eigenvalues to a small floor and emits a
 eigenvalues were repaired (`info["repaired_eigenvalues"]`); a repaired direction has a broad
 posterior, i.e. the data say little about it.
 
-We report two held-out accuracies: the MAP network's, and that of the posterior predictive
-(class probabilities averaged over 100 draws of $\\omega'$ from the Laplace posterior, the other
-weights at their MAP values).""",
+We report two held-out accuracies: the MAP network's, and that of the posterior predictive.
+For Laplace posteriors `predict` uses the linearised (GLM) predictive (Immer et al. 2021): the
+network is linearised in $\\omega'$ at the fitted values, so its logits are Gaussian, and the
+class probabilities are averaged over 100 draws of those logits (the other weights at their MAP
+values). `method="montecarlo"` would instead average the network over draws of $\\omega'$.""",
     ),
     (
         "code",
@@ -319,9 +321,9 @@ deviations from zero; the others are either kept near zero or left at their prio
 relaxation the data call for is carried by the listed components alone. Position components
 ($x$, $y$) break rotation symmetry as well, because a rotation moves positions: a network can
 tell a 6 from a 9 by *where* its strokes are (a 6 has its loop at the bottom). Two caveats of the method: the Laplace posterior describes
-$\\omega'$ with the other weights fixed at their MAP values, and it is local, so the posterior
-predictive can be less accurate than the MAP network when draws of $\\omega'$ stray into regions
-the fitted weights were not adapted to. The example `examples/six_vs_nine_soft_se2.toml`
+$\\omega'$ with the other weights fixed at their MAP values, and it is local, so draws of
+$\\omega'$ can stray into regions the fitted weights were not adapted to; this is why the
+predictive above linearises the network instead of averaging it over such draws. The example `examples/six_vs_nine_soft_se2.toml`
 (`symprior fit`) trains a larger model for longer.""",
     ),
 ]
