@@ -3,6 +3,7 @@ r"""Relaxed (approximately equivariant) layers, one module per family, and the r
 Nothing here imports Pyro: every layer is a plain :class:`torch.nn.Module`.
 """
 
+from symprior.nn._native import native_status
 from symprior.nn._relaxation import (
     FAMILIES,
     Relaxation,
@@ -76,6 +77,7 @@ __all__ = [
     "hidden_rep",
     "image_generators",
     "lifted_action",
+    "native_status",
     "relaxation_parameters",
     "remul_objective",
     "sample_grid_offset",

@@ -14,7 +14,7 @@ products (the same sums in another order: float32 rounding differs, nothing else
 :func:`native_status` says which and why.
 
 The cache directory is ``$SYMPRIOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/symprior``, else
-``~/.cache/symprior``. A library is named by a hash of the source, the compiler's version and
+``~/.cache/symprior``; if it cannot be written, ``<tmp>/symprior-<uid>``. A library is named by a hash of the source, the compiler's version and
 flags and the machine's CPU flags, written to a temporary name and renamed into place, so that
 concurrent or interrupted builds never leave a partial library under the final name.
 """
@@ -60,12 +60,17 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    r"""Where to keep the library: the cache directory, then (when that cannot be written, e.g.
+    a read-only home) a per-user directory under the system's temporary directory."""
     root = os.environ.get("SYMPRIOR_CACHE_DIR")
     if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "symprior"
+        first = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        first = (Path(xdg) if xdg else Path.home() / ".cache") / "symprior"
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return [first, Path(tempfile.gettempdir()) / f"symprior-{user}"]
 
 
 def _version(compiler: str) -> str:
@@ -123,16 +128,17 @@ def _decide() -> tuple[ctypes.CDLL | None, str]:
         for part in (source, version.encode(), repr((_FLAGS, openmp)).encode()):
             key.update(part)
         key.update(_cpu_flags().encode())
-        target = _cache_dir() / f"disk_product-{key.hexdigest()[:20]}.so"
-        try:
-            if not target.exists() and not _build(compiler, target, openmp):
+        for directory in _cache_dirs():
+            target = directory / f"disk_product-{key.hexdigest()[:20]}.so"
+            try:
+                if not target.exists() and not _build(compiler, target, openmp):
+                    break  # the compiler refused: another directory will not help
+                lib = _load(target)
+            except (OSError, subprocess.SubprocessError) as error:
+                _LOG.debug("native disk products unavailable at %s: %s", directory, error)
                 continue
-            lib = _load(target)
-        except (OSError, subprocess.SubprocessError) as error:
-            _LOG.debug("native disk products unavailable: %s", error)
-            continue
-        threads = "OpenMP" if openmp else "one thread"
-        return lib, f"compiled with {compiler} ({threads}) at {target}"
+            threads = "OpenMP" if openmp else "one thread"
+            return lib, f"compiled with {compiler} ({threads}) at {target}"
     return None, f"{compiler} could not build {_SOURCE.name}"
 
 

@@ -194,3 +194,23 @@ def test_library_is_built_once_into_the_cache(fresh_state, monkeypatch):
     monkeypatch.setattr(_native, "_build", lambda *args: pytest.fail("rebuilt a cached library"))
     assert _native.disk_product_library() is not None
     assert sorted(p.name for p in fresh_state.iterdir()) == built
+
+
+@pytest.mark.skipif(_native._compiler() is None, reason="no C compiler")
+def test_unwritable_cache_falls_back_to_the_temporary_directory(fresh_state, monkeypatch):
+    blocked = fresh_state / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("SYMPRIOR_CACHE_DIR", str(blocked))
+    temporary = fresh_state / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(_native.tempfile, "gettempdir", lambda: str(temporary))
+    if _native.disk_product_library() is None:
+        pytest.skip(_native.native_status())
+    assert str(temporary) in _native.native_status()
+    assert [p.suffix for p in (temporary / next(temporary.iterdir()).name).iterdir()] == [".so"]
+
+
+def test_status_is_public():
+    from symprior import nn
+
+    assert nn.native_status() == _native.native_status()
