@@ -591,26 +591,7 @@ class _DiskProduct:
         layout = self.layout
         grid, (_, cin, batch), cout = layout.grid_size, flat.shape, kernels.shape[-1]
         out = flat.new_empty(batch, cout, layout.height, layout.width)
-        rows = self._rows(adjoint=False)
-        status = lib.sp_forward(  # type: ignore[attr-defined]
-            kernels.data_ptr(),
-            flat.data_ptr(),
-            out.data_ptr(),
-            grid,
-            cin,
-            cout,
-            batch,
-            rows.shape[1],
-            rows[0].data_ptr(),
-            rows[1].data_ptr(),
-            rows[2].data_ptr(),
-            self.layout.height * self.layout.width,
-            self.layout.width,
-            self.layout.row_width,
-            torch.get_num_threads(),
-        )
-        if status != 0:
-            raise RuntimeError(f"sp_forward failed with status {status}")
+        self._call(lib, "sp_forward", kernels, flat, out, grid, cin, cout, batch, adjoint=False)
         return out
 
     def native_adjoint(self, lib: object, kernels: Tensor, flat_grad: Tensor) -> Tensor:
@@ -623,28 +604,27 @@ class _DiskProduct:
         if layout.adjoint_absent.numel():
             source.index_fill_(0, layout.adjoint_absent, -1)
         out = flat_grad.new_empty(batch, cin, layout.height, layout.width)
-        rows = self._rows(adjoint=True)
-        status = lib.sp_adjoint(  # type: ignore[attr-defined]
-            kernels.data_ptr(),
-            source.data_ptr(),
-            flat_grad.data_ptr(),
-            out.data_ptr(),
-            grid,
-            cin,
-            cout,
-            batch,
+        self._call(
+            lib, "sp_adjoint", kernels, source, flat_grad, out, grid, cin, cout, batch, adjoint=True
+        )
+        return out
+
+    def _call(self, lib: object, name: str, *args: Tensor | int, adjoint: bool) -> None:
+        r"""Calls ``name`` of the compiled library with ``args`` (tensors as pointers), then
+        the disk rows' table, the image's geometry and torch's thread count."""
+        layout, rows = self.layout, self._rows(adjoint)
+        values = [a.data_ptr() if isinstance(a, Tensor) else a for a in args]
+        status = getattr(lib, name)(
+            *values,
             rows.shape[1],
-            rows[0].data_ptr(),
-            rows[1].data_ptr(),
-            rows[2].data_ptr(),
-            self.layout.height * self.layout.width,
-            self.layout.width,
-            self.layout.row_width,
+            *(row.data_ptr() for row in rows),
+            layout.height * layout.width,
+            layout.width,
+            layout.row_width,
             torch.get_num_threads(),
         )
         if status != 0:
-            raise RuntimeError(f"sp_adjoint failed with status {status}")
-        return out
+            raise RuntimeError(f"{name} failed with status {status}")
 
 
 def _arrange(tensor: Tensor, dims: tuple[int, ...], shape: tuple[int, ...]) -> Tensor:

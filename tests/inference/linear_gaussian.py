@@ -18,6 +18,11 @@ from symprior.priors import EquivariantPrior, ResidualPrior
 SIGMA, S_EQ, S_RES = 0.3, 2.0, 0.5
 
 
+def exact_map(**kwargs):
+    """MAP options that reach the mode of a quadratic to round-off (L-BFGS, full batch)."""
+    return {"num_epochs": 3, "optimizer": "lbfgs", "lr": 1.0, "progress": False, **kwargs}
+
+
 def make(seed=0, n=20, s_res=S_RES, sigma=SIGMA, dtype=torch.float64):
     torch.manual_seed(seed)
     layer = RPPLinear(V(SO2()), V(SO2())).to(dtype)

@@ -23,7 +23,7 @@ from symprior.nn.nonstationary import NonStationaryConv2d, NonStationaryKernelCo
 from symprior.nn.rpp import RPPMLP
 from symprior.priors import EquivariantPrior, FrequencyPrior, ResidualPrior
 from tests.conftest import DEVICES
-from tests.inference.linear_gaussian import S_EQ, S_RES, SIGMA, closed_form, make
+from tests.inference.linear_gaussian import S_EQ, S_RES, SIGMA, closed_form, exact_map, make
 
 F64 = torch.float64
 
@@ -33,11 +33,6 @@ def _clean_param_store():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
-
-
-def _exact_map(**kwargs):
-    """MAP options that reach the mode of a quadratic to round-off (L-BFGS, full batch)."""
-    return {"num_epochs": 3, "optimizer": "lbfgs", "lr": 1.0, "progress": False, **kwargs}
 
 
 def _log_joint(phi, prior_var, target, theta, sigma=SIGMA):
@@ -113,7 +108,7 @@ def test_log_evidence_method_equals_the_closed_form_at_the_mode(s_res):
 def test_diag_structure_equals_its_closed_form():
     model, x, y = make()
     names, mean, _, _, phi, prior_var, target = closed_form(model, x, y)
-    post = Laplace("all", "diag", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "diag", **exact_map()).fit(model, (x, y))
     assert [b.kind for b in post.blocks] == ["diagonal"] and post.site_names == names
     precision = (phi**2).sum(0) / SIGMA**2 + 1 / prior_var  # diag(Phi^T Phi)/sigma^2 + prior
     assert torch.allclose(post.covariance().diagonal(), 1 / precision, rtol=1e-10)
@@ -130,7 +125,7 @@ def test_diag_structure_equals_its_closed_form():
 def test_kron_structure_equals_its_closed_form():
     model, x, y = make()
     names, mean, _, _, phi, prior_var, target = closed_form(model, x, y)
-    post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "kron", **exact_map()).fit(model, (x, y))
     assert post.site_names == ["residual", "bias_residual", "coeffs", "bias_coeffs"] == names
     assert [b.kind for b in post.blocks] == ["kronecker_eigen", "kronecker_eigen", "diagonal"]
     assert post.info["curvature.residual"] == "kron"
@@ -156,7 +151,7 @@ def test_kron_structure_equals_its_closed_form():
 def test_linearized_predictive_is_exact_for_the_linear_model():
     model, x, y = make()
     _, mean, cov, *_ = closed_form(model, x, y)
-    post = Laplace("all", "full", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "full", **exact_map()).fit(model, (x, y))
     x_new = torch.randn(5, 2, generator=torch.Generator().manual_seed(9), dtype=F64)
     _, _, _, _, phi_new, _, _ = closed_form(model, x_new, torch.zeros(5, 2, dtype=F64))
     pred_mean, pred_var = linearized_predict(post, x_new, batch_size=2)
@@ -262,7 +257,7 @@ def test_kfac_blocks_equal_per_sample_kronecker_factors(kind, passes, monkeypatc
             h = torch.randn(2, 3, dtype=F64, requires_grad=True)
             out = _PlainTanh.apply(h)
             torch.autograd.grad(out, h, torch.ones(2, 2, 3, dtype=F64), is_grads_batched=True)
-    post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "kron", **exact_map()).fit(model, (x, y))
     net = model.network
     w1, b1, w2, b2 = (p.detach() for p in net.parameters())
     h = x @ w1.T + b1
@@ -292,7 +287,7 @@ def test_kfac_blocks_equal_per_sample_kronecker_factors(kind, passes, monkeypatc
 @pytest.mark.parametrize("kind", list(LIKELIHOODS))
 def test_diagonal_ggn_equals_the_per_sample_jacobian_reference(kind):
     model, x, y = _mlp_model(LIKELIHOODS[kind]())
-    post = Laplace("all", "diag", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "diag", **exact_map()).fit(model, (x, y))
     net = model.network
     names = [n for n, _ in net.named_parameters()]
     params = {n: p.detach() for n, p in net.named_parameters()}
@@ -307,7 +302,7 @@ def test_diagonal_ggn_equals_the_per_sample_jacobian_reference(kind):
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
 def test_linearized_variance_equals_the_dense_covariance_reference(structure):
     model, x, y = _mlp_model(Gaussian(0.3))
-    post = Laplace("all", structure, **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", structure, **exact_map()).fit(model, (x, y))
     net = model.network
     shapes = {n: p.shape for n, p in net.named_parameters()}
     loc = post.loc()
@@ -336,7 +331,7 @@ def test_kfac_of_a_convolution_equals_its_unfolded_patch_reference():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 1, 4, 4, generator=gen, dtype=F64)
     y = torch.randn(6, 2, generator=gen, dtype=F64)
-    post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "kron", **exact_map()).fit(model, (x, y))
     head = nn.Sequential(*list(net)[1:])
     h = conv(x).detach()
     # d output / d conv output per sample: (N, K, C_out, T) with T = 16 positions
@@ -385,7 +380,7 @@ def test_output_jacobian_falls_back_to_autograd_for_untraceable_functions(output
 
 def test_kronecker_posterior_saves_loads_and_samples_its_covariance(tmp_path):
     model, x, y = make()
-    post = Laplace("all", "kron", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "kron", **exact_map()).fit(model, (x, y))
     path = tmp_path / "post.pt"
     post.save(path)
     loaded = Posterior.load(path, model)
@@ -737,7 +732,7 @@ def test_evidence_reuses_the_hessian_of_a_newton_polish_that_stops_in_place(monk
         return original(*args, **kwargs)
 
     monkeypatch.setattr(laplace_module, "hessian", counting)
-    post = Laplace("all", "full", newton_steps=3, **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "full", newton_steps=3, **exact_map()).fit(model, (x, y))
     assert calls["n"] == 1  # one batch, one Hessian: the polish's, reused by the evidence
     assert post.info["log_evidence"] == pytest.approx(evidence, rel=1e-9)
     assert torch.allclose(post.covariance(), cov, rtol=1e-8, atol=1e-12)
@@ -747,5 +742,5 @@ def test_evidence_reuses_the_hessian_of_a_newton_polish_that_stops_in_place(monk
     held = []
     monkeypatch.setattr(laplace_module._Problem, "hold_hessian", lambda self, *a: held.append(a))
     calls["n"] = 0
-    Laplace("all", "full", newton_steps=3, **_exact_map()).fit(model, (x, y))
+    Laplace("all", "full", newton_steps=3, **exact_map()).fit(model, (x, y))
     assert calls["n"] == 2 and len(held) == 1

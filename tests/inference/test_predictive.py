@@ -11,7 +11,7 @@ from torch.func import functional_call, jacrev
 import symprior.inference._laplace as laplace_module
 from symprior.inference import MAP, SVI, Laplace, Posterior, linearized_predict
 from symprior.models import Categorical, SymmetryModel
-from tests.inference.linear_gaussian import closed_form, make, site_order
+from tests.inference.linear_gaussian import closed_form, exact_map, make, site_order
 
 F64 = torch.float64
 
@@ -21,11 +21,6 @@ def _clean_param_store():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
-
-
-def _exact_map(**kwargs):
-    """MAP options that reach the mode of a quadratic to round-off (L-BFGS, full batch)."""
-    return {"num_epochs": 3, "optimizer": "lbfgs", "lr": 1.0, "progress": False, **kwargs}
 
 
 def _new_inputs(n=5, seed=9):
@@ -43,7 +38,7 @@ def linear_laplace():
     pyro.clear_param_store()
     model, x, y = make()
     _, mean, cov, *_ = closed_form(model, x, y)
-    post = Laplace("all", "full", **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", "full", **exact_map()).fit(model, (x, y))
     return model, x, post, mean, cov
 
 
@@ -69,7 +64,7 @@ def test_linearized_moments_over_a_partial_laplace_with_point_weights():
     at the joint mode; the predictive variance is that of the conditional Gaussian."""
     model, x, y = make()
     names, mean, cov, *_ = closed_form(model, x, y)
-    post = Laplace("relaxation", "full", **_exact_map()).fit(model, (x, y))
+    post = Laplace("relaxation", "full", **exact_map()).fit(model, (x, y))
     assert post.site_names == names and [b.kind for b in post.blocks] == ["full", "delta"]
     x_new = _new_inputs()
     phi = _features(model, x_new)
@@ -101,7 +96,7 @@ def test_a_saved_and_loaded_laplace_posterior_keeps_the_linearized_default(
 def test_the_default_of_other_engines_is_montecarlo(engine):
     model, x, y = make()
     if engine == "map":
-        post = MAP(**_exact_map()).fit(model, (x, y))
+        post = MAP(**exact_map()).fit(model, (x, y))
     else:
         post = SVI("fullrank", num_epochs=20, progress=False).fit(model, (x, y))
     assert post.site_names == site_order(model)  # the columns of the features
@@ -176,7 +171,7 @@ def test_categorical_glm_predictive_equals_brute_force_monte_carlo(structure):
     the reference draws weights from the dense posterior covariance and maps them through the
     (explicit) Jacobian, 200000 times."""
     model, x, y = _classifier()
-    post = Laplace("all", structure, **_exact_map()).fit(model, (x, y))
+    post = Laplace("all", structure, **exact_map()).fit(model, (x, y))
     net = model.network
     shapes = {n: p.shape for n, p in net.named_parameters()}
     x_new = 2 * torch.randn(10, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
