@@ -28,13 +28,6 @@ from tests.inference.linear_gaussian import S_EQ, S_RES, SIGMA, closed_form, exa
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def _log_joint(phi, prior_var, target, theta, sigma=SIGMA):
     """log N(target | phi theta, sigma^2) + log N(theta | 0, diag(prior_var))."""
     lik = torch.distributions.Normal(phi @ theta, sigma).log_prob(target).sum()

@@ -16,13 +16,6 @@ from tests.inference.linear_gaussian import closed_form, exact_map, make, site_o
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def _new_inputs(n=5, seed=9):
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
