@@ -2,7 +2,9 @@ r"""Tests of :class:`symprior.nn.lie_algebra.LieAlgebraConv` (000 Def. 4.2, sec.
 
 from __future__ import annotations
 
+import copy
 import doctest
+import itertools
 import math
 
 import pytest
@@ -228,17 +230,27 @@ def test_relaxed_layer_matches_slow_reference(group: Group, support: int) -> Non
         group, 2, 2, kernel_size=3, support=support, num_samples=4, hidden=5, dtype=F64
     ).eval()
     relax(layer, seed=1, residual_scale=0.2, width=0.3)
-    gen = torch.Generator().manual_seed(4)
-    x1 = torch.randn(1, 2, 6, 6, dtype=F64, generator=gen)
-    x2 = torch.randn(1, 2, 6, 6, dtype=F64, generator=gen)
+    x = torch.randn(1, 2, 6, 6, dtype=F64, generator=torch.Generator().manual_seed(4))
     coeffs = layer.algebra_samples().detach()
-    out1, out2 = layer(x1), layer(x2)
-    assert torch.isfinite(out1).all()
+    out = layer(x).detach()
+    assert torch.isfinite(out).all()
     torch.testing.assert_close(
-        out1, slow_lie_algebra_conv(layer, group, x1, coeffs), rtol=0, atol=1e-12
+        out, slow_lie_algebra_conv(layer, group, x, coeffs), rtol=0, atol=1e-12
     )
-    # Input-dependent: different images give outputs that differ by more than rounding.
-    assert float((out1 - out2).detach().abs().max()) > 0.1
+    # N_theta depends on its input, the algebra sample x_i, and that dependence is visible far
+    # above the tolerance: R(x_i) varies over the samples (measured spread 0.016-0.026), and
+    # making R constant in x (first layer zeroed) moves the output by 6.8e-3 to 1.6e-2;
+    # dropping R altogether by 0.14 to 0.24.
+    with torch.no_grad():
+        residual = layer.transformations(coeffs) - group.exp(coeffs)
+        constant = copy.deepcopy(layer)
+        constant.residual_hidden.weight.zero_()
+        no_residual = copy.deepcopy(layer)
+        no_residual.residual_output.weight.zero_()
+        no_residual.residual_output.bias.zero_()
+        assert float((residual - residual.mean(0)).abs().max()) > 5e-3
+        assert float((out - constant(x)).abs().max()) > 1e-3
+        assert float((out - no_residual(x)).abs().max()) > 0.05
 
 
 def test_scaling_effective_kernel_closed_form() -> None:
@@ -262,20 +274,66 @@ def test_scaling_effective_kernel_closed_form() -> None:
 
 
 # ---------------------------------------------------------------------------- relaxation
-def test_error_grows_with_residual_scale() -> None:
+def c4_symmetric(weight: Tensor) -> Tensor:
+    r"""The average of a filter over its four quarter turns (exactly invariant under them)."""
+    return torch.stack([torch.rot90(weight, k, dims=(-2, -1)) for k in range(4)]).mean(0)
+
+
+#: Per group, a strict setting that is (near-)equivariant to quarter turns: reference_width,
+#: whether the filter must be C4-symmetric, and the bound on the strict error. Integer
+#: translations cannot serve here: they are exact at every setting (see above).
+QUARTER_TURN_CASES = [
+    # The midpoint angle grid (M = 8) is a coset of C_8, closed under quarter turns: exact.
+    pytest.param(SO2(), 0.5, False, 1e-12, id="SO2"),
+    # e^c I commutes with rotations: exact with a C4-symmetric filter.
+    pytest.param(Scaling(2), 0.5, True, 1e-12, id="Scaling2"),
+    # The angles as for SO(2); the Latin-hypercube grid pairs each angle with one translation,
+    # which is not closed under rotation (error 0.37 at the default box), so the translation
+    # box is shrunk to 1e-6 pixel (measured strict error 8.6e-7).
+    pytest.param(SE2(), 1e-6, False, 1e-5, id="SE2"),
+    # No sample grid is closed under conjugation by quarter turns (c_H, c_E, c_F) ->
+    # (-c_H, -c_F, -c_E) (strict error 0.18 to 1.5 at the default box, and the residual sweep
+    # is then not monotone): with a 1e-6 box the strict layer is a C4-symmetric convolution to
+    # within the box (measured 4.3e-7 and 4.7e-7).
+    pytest.param(SL2(), 1e-6, True, 1e-5, id="SL2"),
+    pytest.param(Affine2(), 1e-6, True, 1e-5, id="Affine2"),
+]
+
+
+@pytest.mark.parametrize(("group", "reference_width", "symmetric", "floor"), QUARTER_TURN_CASES)
+def test_error_grows_with_residual_scale(
+    group: Group, reference_width: float, symmetric: bool, floor: float
+) -> None:
     torch.manual_seed(0)
-    layer = LieAlgebraConv(SO2(), 2, 3, kernel_size=5, num_samples=8, dtype=F64).eval()
+    layer = LieAlgebraConv(
+        group,
+        2,
+        3,
+        kernel_size=3,
+        support=5,
+        num_samples=8,
+        reference_width=reference_width,
+        dtype=F64,
+    ).eval()
+    if symmetric:
+        with torch.no_grad():
+            layer.weight.copy_(c4_symmetric(layer.weight))
+    strict_width = layer.width.detach().clone()
     x = torch.randn(2, 2, 9, 9, dtype=F64, generator=torch.Generator().manual_seed(1))
     errors = []
-    for scale in (0.0, 0.01, 0.1, 1.0):
-        relax(layer, seed=0, residual_scale=scale, width=math.pi)
+    for scale in (0.0, 0.003, 0.03, 0.3):
+        relax(layer, seed=0, residual_scale=scale, width=1.0)
+        with torch.no_grad():
+            layer.width.copy_(strict_width)  # only the residual network is relaxed
         e, _ = equivariance_errors(
             layer, SO2(), x, rep_in=image_action, rep_out=image_action, elements=quarter_turns()
         )
         errors.append(float(e.max()))
-    assert errors[0] < 1e-12
-    assert all(1e-4 < e for e in errors[1:])
-    assert errors == sorted(errors)
+    assert errors[0] < floor
+    # Measured: 3.7e-3 to 6.5e-3 at scale 0.003, then a factor 7.1 to 10 per tenfold scale.
+    assert errors[1] > 1e-3
+    assert errors[1] > 100 * floor
+    assert all(b > 4 * a for a, b in itertools.pairwise(errors[1:]))
 
 
 def test_error_grows_with_width_deficit() -> None:
@@ -291,8 +349,9 @@ def test_error_grows_with_width_deficit() -> None:
         errors.append(float(e.max()))
         levels.append(float(layer.equivariance_level().detach()))
     assert errors[0] < 1e-12
-    assert all(1e-3 < e for e in errors[1:])
-    assert errors == sorted(errors)
+    assert errors[1] > 0.1
+    # Measured 1.3e-15, 0.253, 0.616, 1.09, 1.46: every step adds at least 0.25.
+    assert all(b - a > 0.15 for a, b in itertools.pairwise(errors))
     torch.testing.assert_close(torch.tensor(levels), torch.tensor([0.0, 0.1, 0.3, 0.5, 0.7]))
 
 
@@ -368,7 +427,11 @@ def test_finite_difference_gradients(group: Group, support: int) -> None:
     ).eval()
     relax(layer, seed=5, residual_scale=0.1, width=0.7)
     x = torch.randn(1, 1, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(6))
-    names = ("width", "residual_output.weight", "residual_hidden.weight")
+    # Every relaxation parameter the layer registers, read from the registry so that a new one
+    # cannot be skipped, and the hidden layer of R (an ordinary weight that reaches the output
+    # only through them).
+    names = [name for name, _, _ in relaxation_parameters(layer)] + ["residual_hidden.weight"]
+    assert set(layer.relaxations()) < set(names)
     params = tuple(layer.get_parameter(n).detach().clone().requires_grad_(True) for n in names)
 
     probe = torch.randn(1, 2, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(7))
