@@ -370,6 +370,49 @@ def _as_powers(powers: int | Sequence[int], m: int) -> list[int]:
     return out
 
 
+def _check_shift_windows(
+    images: Sequence[ImageGenerator] | None, powers: Sequence[int], dilation: int
+) -> None:
+    r"""Reject shift generators whose kernel window exceeds the image (003 sec. 3.1 and 3.4).
+
+    A shift generator (a Kronecker sum of circulant factors, as ``d/dx`` and ``d/dy`` of
+    :func:`image_generators`) with powers ``-K..K`` and dilation ``D`` has at unit magnitude
+    the taps :math:`-KD, -(K-1)D, \dots, KD` pixels along each axis it acts on: a window of
+    :math:`2KD + 1` pixels, the ``(2K+1)``-tap dilated kernel of a CNN (003 sec. 3.1). On the
+    periodic grid of ``N`` pixels the taps are distinct pixel shifts when
+    :math:`2KD + 1 \le N` (two of them differ by at most :math:`2KD < N`), so a window equal
+    to the image is allowed. A larger window wraps around the image: taps :math:`iD` and
+    :math:`i'D` with :math:`(i - i')D \equiv 0 \pmod N` (for ``D = 1``, taps ``K`` and
+    ``K - N``) then give the same base-matrix power, whose weights cannot be told apart. The
+    rule is the window, not only that coincidence (which spares some wrapped windows with
+    ``D > 1``): a kernel support larger than the image is an error. The window counts steps
+    of the base matrix at unit magnitude (one pixel); the magnitudes are relaxation parameters
+    and do not enter the rule. Only the shift generators are checked (those of an affine set
+    too): ``x d/dx``, ``y d/dx``, rotation and scaling act on the whole image and have no
+    window, and plain tensor generators (layers on vectors) carry no image axes.
+    """
+    if images is None:
+        return
+    for k, gen in enumerate(images):
+        factors = [
+            (f, axis) for f, axis in ((gen.row, "height"), (gen.col, "width")) if f is not None
+        ]
+        if not gen.separable or not all(_is_circulant(f) for f, _ in factors):
+            continue
+        window = 2 * powers[k] * dilation + 1
+        for factor, axis in factors:
+            size = factor.shape[0]
+            if window > size:
+                raise ValueError(
+                    f"PowerLayer with shift generators: the window 2*K*dilation+1 = "
+                    f"2*{powers[k]}*{dilation}+1 = {window} of base_generators[{k}] "
+                    f"({gen.name!r}, powers={powers[k]}, dilation={dilation}) exceeds the image "
+                    f"{axis} {size}. A kernel support larger than the image wraps around the "
+                    f"periodic grid, where the shifts +k*dilation and -k'*dilation alias; choose "
+                    f"powers and dilation with 2*K*dilation+1 <= {size}"
+                )
+
+
 def _as_magnitudes(magnitudes: float | Sequence[float] | Tensor, m: int) -> Tensor:
     if isinstance(magnitudes, bool):
         raise TypeError("magnitudes must be a float, a sequence of floats or a Tensor")
@@ -1115,7 +1158,7 @@ class PowerLayer(RelaxedModule):
     :math:`\exp(sG_k)` for every ``s`` when there is one generator (or commuting ones), whatever
     the magnitudes. What the magnitude sets is the step of the kernel along the orbit: with shift
     generators on odd-sized images and :math:`t = 1` the base matrices are exact pixel shifts and
-    the layer is a circular convolution with a local ``(2K+1) x (2K+1)`` kernel (003 sec. 3.5);
+    the layer is a circular convolution with a local ``(2K+1) x (2K+1)`` kernel (003 sec. 3.4);
     with :math:`t \ne 1` the taps sit at fractional shifts, band-limited (sinc) interpolation
     spreads them over the whole periodic image, and the layer stops being equivariant to
     translations of the plane (non-periodic), while staying equivariant to cyclic shifts.
@@ -1138,11 +1181,20 @@ class PowerLayer(RelaxedModule):
         ``K >= 0``: powers ``-K..K`` of each base matrix (one value, or one per generator).
     in_channels, out_channels : int
     dilation : int
-        ``D >= 1``, the powers are multiplied by ``D``.
+        ``D >= 1``, the powers are multiplied by ``D``. A shift generator's kernel window,
+        ``2 K D + 1`` pixels, must fit in the image along each axis it acts on.
     magnitudes : float, sequence of float or Tensor, keyword-only
         Initial and reference (strict) magnitudes :math:`t_k`, default 1.
     bias : bool, keyword-only
         Whether to add a per-channel bias.
+
+    Raises
+    ------
+    ValueError
+        Besides malformed arguments: when a shift generator (a Kronecker sum of circulant
+        factors) has a window ``2 K D + 1`` larger than the image height or width it acts on
+        (:func:`_check_shift_windows`): its powers would wrap around the periodic image and
+        alias. A window equal to the image size is allowed.
 
     Attributes
     ----------
@@ -1231,6 +1283,7 @@ class PowerLayer(RelaxedModule):
         self.in_channels = _check_size(in_channels, "in_channels")
         self.out_channels = _check_size(out_channels, "out_channels")
         self.dilation = _check_size(dilation, "dilation")
+        _check_shift_windows(images, self.powers, self.dilation)
         self.image_shape: tuple[int, int] | None = (
             None if images is None else (images[0].height, images[0].width)
         )

@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from symprior.groups import SO2, Affine2, Scaling, Translation, transform_image
+from symprior.groups import (
+    SO2,
+    Affine2,
+    Cyclic,
+    Scaling,
+    Translation,
+    image_coordinates,
+    transform_image,
+)
 from symprior.nn import power, relaxation_parameters, set_strict
 from symprior.nn.power import (
     ImageGenerator,
@@ -223,10 +231,12 @@ def _random_flat_generators() -> torch.Tensor:
     return torch.stack([0.3 * (a[0] - a[0].T), 0.2 * a[1]])  # antisymmetric, general
 
 
+# Powers K = 2 with dilation 2: shift generators need images of at least 2 K D + 1 = 9 pixels
+# along the axes they act on (_check_shift_windows).
 NAIVE_CASES = {
-    "fourier-translation": (lambda: image_generators(5, 6, "translation"), [0.8, 1.3], "fourier"),
+    "fourier-translation": (lambda: image_generators(9, 10, "translation"), [0.8, 1.3], "fourier"),
     "separable-translation+scaling": (
-        lambda: image_generators(5, 6, "translation") + image_generators(5, 6, "scaling"),
+        lambda: image_generators(9, 10, "translation") + image_generators(9, 10, "scaling"),
         [1.2, 0.7, 0.05],
         "separable",
     ),
@@ -242,7 +252,7 @@ NAIVE_CASES = {
         "separable",
     ),
     "dense-rotation+shift": (
-        lambda: image_generators(5, 5, "rotation") + image_generators(5, 5, "shift_x"),
+        lambda: image_generators(9, 9, "rotation") + image_generators(9, 9, "shift_x"),
         [0.4, 0.9],
         "dense",
     ),
@@ -272,11 +282,17 @@ def test_fast_paths_equal_naive_dense_reference(case):
         assert _rel(layer.float()(x.float()).double(), expected) < 1e-5
 
 
+# Shift windows 2 K D + 1 fit the image (a window equal to it, 9 rows, is allowed). Two-pixel
+# axes (one DFT row of Nyquist and no sine rows in the butterfly; an rfft of the constant and
+# Nyquist columns only) take K = 0 along them, where exp(d/dx) is the identity (the derivative
+# of a 2-periodic band is 0); the other axis keeps a power.
 FOURIER_CASES = {
-    "translation-5x6-K2-D2": ("translation", (5, 6), 2, 2, (2, 3)),
+    "translation-9x10-K2-D2": ("translation", (9, 10), 2, 2, (2, 3)),
     "translation-6x5-K1": ("translation", (6, 5), 1, 1, (3, 2)),
     "translation-4x4-K1": ("translation", (4, 4), 1, 1, (2, 2)),
-    "translation-2x2-K1": ("translation", (2, 2), 1, 1, (1, 2)),
+    "translation-2x2-K0": ("translation", (2, 2), 0, 1, (1, 2)),
+    "translation-2x3-Kx1-Ky0": ("translation", (2, 3), (1, 0), 1, (1, 2)),
+    "translation-3x2-Kx0-Ky1": ("translation", (3, 2), (0, 1), 1, (2, 1)),
     "shift_x-1x7-K2": ("shift_x", (1, 7), 2, 1, (2, 3)),
     "shift_y-7x1-K1": ("shift_y", (7, 1), 1, 1, (3, 1)),
     "shift_y-8x3-K0": ("shift_y", (8, 3), 0, 1, (2, 2)),
@@ -391,7 +407,7 @@ def test_fourier_weight_cache_follows_the_weight_value(fourier_backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
-@pytest.mark.parametrize(("size", "powers", "dilation"), [((7, 9), 1, 1), ((6, 8), [2, 1], 2)])
+@pytest.mark.parametrize(("size", "powers", "dilation"), [((7, 9), 1, 1), ((6, 10), [2, 1], 2)])
 def test_fft_and_matrix_dft_paths_agree(size, powers, dilation, dtype, monkeypatch):
     # The two implementations of the Fourier path (CPU: real DFT matrices and a butterfly,
     # custom backward; other devices: torch.fft and autograd) compute the same layer: outputs
@@ -418,13 +434,14 @@ def test_float32_fourier_layer_keeps_float32_accuracy(
 ):
     # A float32 layer against the same layer in float64: the phases of the DFT multipliers are
     # formed in float32 only while they stay small (first powers); at high powers and dilations
-    # a float32 phase would carry about |phase| 2^-24 into each multiplier (measured 1e-6 here
-    # against 2.7e-7 with float64 phases), so they are formed in float64.
+    # a float32 phase would carry about |phase| 2^-24 into each multiplier (measured 8.5e-7 to
+    # 9.3e-7 here against 2.2e-7 with float64 phases), so they are formed in float64. 20 pixels:
+    # the window 2 K D + 1 = 19 of K = D = 3 fits the image.
     torch.manual_seed(23)
-    layer = PowerLayer(image_generators(16, 16, "translation"), powers, 3, 2, dilation)
+    layer = PowerLayer(image_generators(20, 20, "translation"), powers, 3, 2, dilation)
     with torch.no_grad():
         layer.magnitudes.add_(0.37)
-    x = torch.randn(4, 3, 16, 16)
+    x = torch.randn(4, 3, 20, 20)
     reference = layer.double()(x.double()).detach()
     out = layer.float()(x)
     logs = layer._fourier_logs(x.device, fourier_backend == "fft", torch.float32)
@@ -484,6 +501,170 @@ def test_rotation_layer_commutes_with_its_base_matrix_and_flow():
     assert_equivariant(layer, SO2(), x, rep_in=flow, rep_out=flow, num_elements=4)
 
 
+def _quarter_turn(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The rotation g (a multiple of pi/2) as the pixel permutation torch.rot90."""
+    turns = round(math.atan2(float(g[1, 0]), float(g[0, 0])) / (math.pi / 2)) % 4
+    return torch.rot90(x, turns, dims=(-2, -1))
+
+
+@pytest.mark.parametrize("n", [5, 6], ids=["odd", "even"])
+@pytest.mark.parametrize("t", [1.0, 0.37], ids=["strict", "relaxed"])
+def test_rotation_layer_is_equivariant_to_quarter_turns(n, t):
+    r"""Quarter turns permute the pixels of a square image and commute with the rotation
+    generator :math:`x\partial_y - y\partial_x` of 003 sec. 3.3 (eq. 1-2), for odd and even sizes.
+
+    The centred coordinates (``image_coordinates``) map to themselves under
+    :math:`(x, y) \mapsto (-y, x)`, and the Shannon-Whittaker derivative is odd under reversing
+    the samples, :math:`J D J = -D` (:math:`Q'` is odd; for even sizes the Nyquist mode in its
+    kernel is reversed into itself up to sign), so :math:`P G P^\top = G` exactly: measured
+    :math:`|[G, P]| / |G|` = 2e-16 (5 pixels) to 7e-16 (6 and 8), 6e-15 at 28 (rounding of
+    the sines). Every power :math:`\exp(iDtG)` then commutes with :math:`P` whatever the
+    magnitude :math:`t`: the strict and the relaxed layer are equivariant to ``torch.rot90`` to
+    1e-10 in float64 (and 1e-5 in float32).
+    """
+    torch.manual_seed(21)
+    gens = image_generators(n, n, "rotation")
+    index = torch.arange(n * n).reshape(n, n)
+    turn = torch.eye(n * n, dtype=F64)[torch.rot90(index, 1, dims=(0, 1)).reshape(-1)]
+    generator = gens[0].matrix()
+    assert _rel(turn @ generator, generator @ turn) < 1e-14
+    layer = PowerLayer(gens, 2, 2, 3)
+    with torch.no_grad():
+        layer.magnitudes.fill_(t)
+    assert float(layer.equivariance_level().detach()) == pytest.approx(abs(t - 1.0))
+    x = torch.randn(3, 2, n, n)
+    quarters = Cyclic(4).elements()
+    for g in quarters:  # the permutation is the library's rotation by a multiple of pi/2
+        assert torch.equal(_quarter_turn(g, x), transform_image(x, g))
+    assert_equivariant(
+        layer, Cyclic(4), x, rep_in=_quarter_turn, rep_out=_quarter_turn, elements=quarters
+    )
+
+
+# Smooth test images for rotations by other angles: Gaussian blobs of width ROTATION_SIGMA pixels
+# near the centre of a ROTATION_SIZE^2 image. Their spectrum at the Nyquist frequency is
+# exp(-sigma^2 pi^2 / 2) = 3.3e-6 of its peak (effectively band-limited), and they are at most
+# 1.4e-6 of their peak on the border of the periodic cell (the rotated corners read outside it).
+ROTATION_SIZE, ROTATION_SIGMA = 19, 1.6
+ROTATION_ANGLES = (math.pi / 6, -5 * math.pi / 18, 3 * math.pi / 4)  # 30, -50, 135 degrees
+ROTATION_BLOBS = (
+    (((1.2, 0.4), 1.0), ((-0.8, 1.1), -0.7), ((0.3, -1.3), 0.5)),
+    (((0.6, -0.9), 0.8), ((-1.0, -0.2), 0.6)),
+)
+
+
+def _blobs(blobs, angle: float = 0.0) -> torch.Tensor:
+    """Gaussian blobs ((x, y) centre, amplitude) of ROTATION_SIGMA, rotated by angle about
+    the image centre (analytically), sampled on the ROTATION_SIZE grid."""
+    points = image_coordinates(ROTATION_SIZE, ROTATION_SIZE)
+    c, s = math.cos(angle), math.sin(angle)
+    out = torch.zeros(ROTATION_SIZE, ROTATION_SIZE, dtype=F64)
+    for (cx, cy), amplitude in blobs:
+        centre = torch.tensor([c * cx - s * cy, s * cx + c * cy], dtype=F64)
+        out += amplitude * torch.exp(-(points - centre).square().sum(-1) / (2 * ROTATION_SIGMA**2))
+    return out
+
+
+def _rotation_inputs() -> torch.Tensor:
+    first, second = (_blobs(b) for b in ROTATION_BLOBS)
+    return torch.stack([torch.stack([first, second]), torch.stack([-0.5 * second, first])])
+
+
+def _band_limited_rotation(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r""":math:`(g f)(p) = f(g^{-1} p)` with :math:`f` the periodic Shannon-Whittaker
+    interpolant of the samples (003 eq. 1, odd sizes: all bands), zero outside the periodic cell
+    :math:`|x|, |y| \le n/2` (where the corners of a rotated image read)."""
+    n = x.shape[-1]
+    points = image_coordinates(n, n).reshape(-1, 2)
+    source = points @ g.to(F64)  # rows g^T p = g^-1 p for a rotation
+    inside = (source.abs() <= n / 2).all(-1)
+    bands = torch.arange(1, (n - 1) // 2 + 1, dtype=F64)
+    samples = torch.arange(n, dtype=F64)
+
+    def kernel(r: torch.Tensor) -> torch.Tensor:  # Q(r - b) for every sample b, (P, n)
+        phase = 2 * math.pi * (r[:, None, None] - samples[None, :, None]) * bands / n
+        return (1 + 2 * torch.cos(phase).sum(-1)) / n
+
+    rows = kernel((n - 1) / 2 - source[:, 1]) * inside[:, None]
+    cols = kernel(source[:, 0] + (n - 1) / 2)
+    flat = x.to(F64).reshape(-1, n, n)
+    return torch.einsum("pa,pb,kab->kp", rows, cols, flat).reshape(x.shape).to(x.dtype)
+
+
+def test_rotation_references_match_the_analytic_rotation():
+    r"""The two discretised rotations behind the interpolated-rotation check (003 sec. 3.3):
+    the band-limited interpolation :func:`_band_limited_rotation` and the flow
+    :math:`\exp(-\varphi G)` of the rotation generator (``exp(sG) f = f o phi_s`` moves the content
+    by :math:`-s`), against the analytic rotation of the blobs. Measured: 1.2e-6 and 3.2e-6 of
+    the unit peak (the flow is limited by the blobs' spectrum, the interpolation by their
+    tails at the cell border); both bound the layer's error below."""
+    x = _blobs(ROTATION_BLOBS[0])
+    generator = image_generators(ROTATION_SIZE, ROTATION_SIZE, "rotation")[0].matrix()
+    for angle in ROTATION_ANGLES:
+        expected = _blobs(ROTATION_BLOBS[0], angle)
+        g = SO2().exp(torch.tensor([angle], dtype=F64))
+        assert float((_band_limited_rotation(g, x) - expected).abs().max()) < 2.5e-6
+        flow = (torch.linalg.matrix_exp(-angle * generator) @ x.reshape(-1)).reshape(x.shape)
+        assert float((flow - expected).abs().max()) < 5e-6
+
+
+@pytest.mark.parametrize("t", [1.0, 1.5, 0.3], ids=["strict", "relaxed-1.5", "relaxed-0.3"])
+def test_rotation_layer_is_equivariant_to_interpolated_rotations(t):
+    r"""Rotations by 30, -50 and 135 degrees of smooth images (003 sec. 3.3: the SW generator
+    approximates the rotation on band-limited images).
+
+    The layer commutes exactly with the flow :math:`\exp(sG)`, so its error is that of the flow
+    against the interpolated rotation, on its input and on its output: about the sum of the
+    errors of the two references (1.2e-6 and 3.2e-6, see
+    :func:`test_rotation_references_match_the_analytic_rotation`). Measured: 8.2e-7 (strict),
+    5.4e-7 (t = 1.5 and 0.3) in float64; 1.05e-6, 6.2e-7 and 6.5e-7 in float32; 3.5e-7 to
+    1.05e-6 over three other seeds and t = 3. Asserted to 3e-6. The layer has no bias: a
+    constant is not preserved by a rotation with zero outside the image.
+
+    The magnitude only sets the angle :math:`Dt` (radians) between neighbouring taps: for a
+    single generator the weight is a function of :math:`G` whatever :math:`t`, so a relaxed
+    magnitude does *not* break rotation equivariance (unlike the plane translations of the shift
+    layer, :func:`test_relaxed_magnitude_breaks_translation_equivariance_of_the_plane`); the
+    error stays at the discretisation floor.
+    """
+    torch.manual_seed(22)
+    gens = image_generators(ROTATION_SIZE, ROTATION_SIZE, "rotation")
+    layer = PowerLayer(gens, 1, 2, 3, bias=False)
+    with torch.no_grad():
+        layer.magnitudes.fill_(t)
+    elements = SO2().exp(torch.tensor(ROTATION_ANGLES, dtype=F64)[:, None])
+    with torch.no_grad():  # the powers computed once per copy (dtype), not in every forward
+        worst = assert_equivariant(
+            layer,
+            SO2(),
+            _rotation_inputs(),
+            rep_in=_band_limited_rotation,
+            rep_out=_band_limited_rotation,
+            elements=elements,
+            atol=3e-6,
+        )
+    assert worst > 1e-8  # a discretisation floor, not an exact symmetry
+
+
+def test_interpolated_rotation_check_detects_a_shift_layer():
+    """The check of :func:`test_rotation_layer_is_equivariant_to_interpolated_rotations`
+    discriminates: a shift layer (003 sec. 3.4) with the same channels is off by 0.16 (30
+    degrees) to 0.42 (135 degrees)."""
+    torch.manual_seed(22)
+    gens = image_generators(ROTATION_SIZE, ROTATION_SIZE, "translation")
+    layer = PowerLayer(gens, 1, 2, 3, bias=False).double()
+    elements = SO2().exp(torch.tensor(ROTATION_ANGLES, dtype=F64)[:, None])
+    errors, _ = equivariance_errors(
+        layer,
+        SO2(),
+        _rotation_inputs(),
+        rep_in=_band_limited_rotation,
+        rep_out=_band_limited_rotation,
+        elements=elements,
+    )
+    assert float(errors.max()) > 0.1
+
+
 def test_relaxed_magnitude_breaks_translation_equivariance_of_the_plane():
     # Images with compact support, translated without wrap-around (zero padding): at t = 1 the
     # kernel is local and the layer is exactly equivariant; for t != 1 the taps are fractional
@@ -514,7 +695,7 @@ def test_relaxed_magnitude_breaks_translation_equivariance_of_the_plane():
 
 # ----------------------------------------------------------------------------- gradients, cache
 GRAD_CASES = {
-    "fourier": lambda: image_generators(3, 4, "translation"),
+    "fourier": lambda: image_generators(5, 6, "translation"),
     "separable": lambda: image_generators(3, 4, "scaling") + image_generators(3, 4, "shift_x"),
     "separable-shared": lambda: image_generators(4, 4, "scaling"),
     "dense-spectral": lambda: image_generators(3, 3, "rotation"),
@@ -528,12 +709,23 @@ GRAD_METHODS = {
     "dense-spectral": {"dense": "spectral"},
     "dense-eigen": {"dense": "eigen"},
 }
+# Dilation 2, except for the shift on 4 pixels, whose window 2 K D + 1 must fit them (K = 1,
+# _check_shift_windows): 4 pixels keep matrix_exp exercised, as there eig returns nearly
+# parallel eigenvectors for d/dx's double eigenvalue 0 (constant and Nyquist modes; cond(V)
+# 1.2e8, against 1.5 on 6 pixels and 1 on odd sizes).
+GRAD_DILATIONS = {
+    "fourier": 2,
+    "separable": 1,
+    "separable-shared": 2,
+    "dense-spectral": 2,
+    "dense-eigen": 2,
+}
 
 
 @pytest.mark.parametrize("case", list(GRAD_CASES), ids=list(GRAD_CASES))
 def test_magnitude_gradients_match_finite_differences(case, fourier_backend):
     torch.manual_seed(6)
-    layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, 2).double()
+    layer = PowerLayer(GRAD_CASES[case](), 1, 2, 2, GRAD_DILATIONS[case]).double()
     assert {name: group[2] for name, group in layer._groups.items()} == GRAD_METHODS[case]
     assert layer.path == "dense" or layer._shared_eigen == (case == "separable-shared")
     x = torch.randn(2, 2, *layer.image_shape, dtype=F64)
@@ -733,6 +925,97 @@ def test_bad_input_raises_naming_the_argument(case):
     make, error, match = BAD_INPUTS[case]
     with pytest.raises(error, match=match):
         make()
+
+
+# Shift generators whose window 2 K D + 1 exceeds the image, with the generator, axis and sizes
+# the error must name (003 sec. 3.1 and 3.4: the kernel of K powers with dilation D).
+SHIFT_WINDOW_ERRORS = {
+    "translation-28x28-K4-D4": (
+        lambda: PowerLayer(image_generators(28, 28, "translation"), 4, 1, 1, 4),
+        r"window 2\*K\*dilation\+1 = 2\*4\*4\+1 = 33 of base_generators\[0\] \('d/dx', "
+        r"powers=4, dilation=4\) exceeds the image width 28",
+    ),
+    "translation-2x2-K1": (
+        lambda: PowerLayer(image_generators(2, 2, "translation"), 1, 1, 1),
+        r"= 2\*1\*1\+1 = 3 of base_generators\[0\] .* exceeds the image width 2",
+    ),
+    "shift_y-5x9-K3": (
+        lambda: PowerLayer(image_generators(5, 9, "shift_y"), 3, 1, 1),
+        r"= 7 of base_generators\[0\] \('d/dy'.* exceeds the image height 5",
+    ),
+    "translation-5x9-powers-per-generator": (
+        lambda: PowerLayer(image_generators(5, 9, "translation"), [4, 3], 1, 1),
+        r"= 7 of base_generators\[1\] \('d/dy'.* exceeds the image height 5",
+    ),
+    "translation-magnitude-0.5": (
+        lambda: PowerLayer(image_generators(7, 7, "translation"), 4, 1, 1, magnitudes=0.5),
+        r"= 9 of base_generators\[0\] .* exceeds the image width 7",
+    ),
+    "affine-shifts-5x5-K3": (
+        lambda: PowerLayer(affine_generators(5, 5), 3, 1, 1),
+        r"= 7 of base_generators\[0\] \('d/dx'.* exceeds the image width 5",
+    ),
+    "scaling+shift_x-9x6-K2-D2": (
+        lambda: PowerLayer(
+            image_generators(9, 6, "scaling") + image_generators(9, 6, "shift_x"), 2, 1, 1, 2
+        ),
+        r"= 9 of base_generators\[1\] \('d/dx'.* exceeds the image width 6",
+    ),
+    "power-net-16x16-K8": (
+        lambda: PowerNet(image_generators(16, 16, "translation"), 8, 1, 1),
+        r"= 17 of base_generators\[0\] .* exceeds the image width 16",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHIFT_WINDOW_ERRORS), ids=list(SHIFT_WINDOW_ERRORS))
+def test_shift_window_larger_than_the_image_raises(case):
+    make, match = SHIFT_WINDOW_ERRORS[case]
+    with pytest.raises(ValueError, match=match) as info:
+        make()
+    assert "PowerLayer with shift generators" in str(info.value)
+    assert "2*K*dilation+1 <=" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("n", "powers", "dilation"),
+    [(7, 3, 1), (7, 1, 3), (9, 2, 2), (8, 3, 1), (8, 1, 3)],
+    ids=["7-K3", "7-K1-D3", "9-K2-D2", "8-K3", "8-K1-D3"],
+)
+def test_shift_window_fitting_the_image_has_distinct_powers(n, powers, dilation):
+    r"""The rule of :func:`symprior.nn.power._check_shift_windows`: a window
+    :math:`2KD + 1 \le N` is allowed (up to equal to the image, ``N`` odd) and its powers
+    :math:`\exp(iD\,\partial_x)` are the distinct pixel shifts :math:`S^{iD}` (odd ``N``; for
+    even ``N`` the same on every mode but the Nyquist one, 003 eq. 1); one more power and the
+    window wraps, where two powers are the same matrix (for ``D = 1``) and the layer raises."""
+    torch.manual_seed(24)
+    layer = PowerLayer(image_generators(3, n, "shift_x"), powers, 1, 1, dilation, bias=False)
+    taps = []
+    for i in range(2 * powers + 1):  # the layer's operator for each one-hot weight
+        with torch.no_grad():
+            layer.weight.zero_()
+            layer.weight[0, 0, i] = 1.0
+        taps.append(layer.dense_weight().detach()[0, 0])
+        shift = torch.kron(torch.eye(3, dtype=F64), _cyclic_shift(n, (i - powers) * dilation))
+        if n % 2:
+            assert _rel(taps[-1], shift) < 1e-10
+    for a, b in itertools.combinations(taps, 2):
+        assert float((a - b).abs().max()) > 0.5
+    with pytest.raises(ValueError, match=f"exceeds the image width {n}"):
+        PowerLayer(image_generators(3, n, "shift_x"), powers + 1, 1, 1, dilation)
+    if dilation == 1:  # taps K + 1 and K + 1 - N alias
+        d = shannon_whittaker_derivative(n)
+        wrapped = torch.linalg.matrix_exp((powers + 1 - n) * d)
+        assert _rel(torch.linalg.matrix_exp((powers + 1) * d), wrapped) < 1e-10
+
+
+def test_whole_image_generators_have_no_window():
+    """Scaling and rotation act on the whole image (003 sec. 3.3): no window limits their
+    powers, a 3x3 layer with K = 3 and D = 2 is built and equals the naive reference."""
+    for kind in ("scaling", "rotation"):
+        layer = PowerLayer(image_generators(3, 3, kind), 3, 1, 1, 2, magnitudes=0.3).double()
+        x = torch.randn(2, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(25))
+        assert _rel(layer(x), _naive_layer(layer, x)) < 1e-10
 
 
 # ----------------------------------------------------------------------------- devices
