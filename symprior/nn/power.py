@@ -373,12 +373,12 @@ def _as_powers(powers: int | Sequence[int], m: int) -> list[int]:
 def _check_shift_windows(
     images: Sequence[ImageGenerator] | None, powers: Sequence[int], dilation: int
 ) -> None:
-    r"""Reject shift generators whose kernel window exceeds the image (003 sec. 3.1 and 3.4).
+    r"""Reject shift generators whose kernel window exceeds the image (003 sec. 3.4-3.5).
 
     A shift generator (a Kronecker sum of circulant factors, as ``d/dx`` and ``d/dy`` of
     :func:`image_generators`) with powers ``-K..K`` and dilation ``D`` has at unit magnitude
     the taps :math:`-KD, -(K-1)D, \dots, KD` pixels along each axis it acts on: a window of
-    :math:`2KD + 1` pixels, the ``(2K+1)``-tap dilated kernel of a CNN (003 sec. 3.1). On the
+    :math:`2KD + 1` pixels, the ``(2K+1)``-tap dilated kernel of a CNN (003 sec. 3.5). On the
     periodic grid of ``N`` pixels the taps are distinct pixel shifts when
     :math:`2KD + 1 \le N` (two of them differ by at most :math:`2KD < N`), so a window equal
     to the image is allowed. A larger window wraps around the image: taps :math:`iD` and
@@ -1158,7 +1158,7 @@ class PowerLayer(RelaxedModule):
     :math:`\exp(sG_k)` for every ``s`` when there is one generator (or commuting ones), whatever
     the magnitudes. What the magnitude sets is the step of the kernel along the orbit: with shift
     generators on odd-sized images and :math:`t = 1` the base matrices are exact pixel shifts and
-    the layer is a circular convolution with a local ``(2K+1) x (2K+1)`` kernel (003 sec. 3.4);
+    the layer is a circular convolution with a local ``(2K+1) x (2K+1)`` kernel (003 sec. 3.5);
     with :math:`t \ne 1` the taps sit at fractional shifts, band-limited (sinc) interpolation
     spreads them over the whole periodic image, and the layer stops being equivariant to
     translations of the plane (non-periodic), while staying equivariant to cyclic shifts.
@@ -1425,7 +1425,18 @@ class PowerLayer(RelaxedModule):
         return {"magnitudes": Relaxation("power", "magnitude", self.strict_magnitudes)}
 
     def equivariance_level(self) -> Tensor:
-        r""":math:`\lVert t - t_{\mathrm{strict}} \rVert_2`, zero exactly at the reference."""
+        r""":math:`\lVert t - t_{\mathrm{strict}} \rVert_2`, zero exactly at the reference.
+
+        What a magnitude away from its reference breaks: the weight is a polynomial in
+        :math:`A_k = \exp(t_k G_k)`, which commutes with :math:`\exp(s G_k)` for every ``t_k``
+        (003 sec. 3.4), so a layer with one base matrix stays equivariant to the flow of its
+        own generator at any magnitude (a rotation layer stays rotation-equivariant). The
+        magnitude moves the taps off the reference steps: for shift generators, whole-pixel
+        shifts become band-limited fractional shifts that spread over the periodic image, which
+        breaks equivariance to translations of the plane (zero padding, no wrap-around) and the
+        locality of the kernel; with several generators that do not commute, the relative
+        magnitudes change which transformations the mixed products represent (003 sec. 3.2).
+        """
         t = self.magnitudes
         return torch.linalg.vector_norm(t - self.strict_magnitudes.to(t))
 

@@ -648,7 +648,7 @@ def test_rotation_layer_is_equivariant_to_interpolated_rotations(t):
 
 def test_interpolated_rotation_check_detects_a_shift_layer():
     """The check of :func:`test_rotation_layer_is_equivariant_to_interpolated_rotations`
-    discriminates: a shift layer (003 sec. 3.4) with the same channels is off by 0.16 (30
+    discriminates: a shift layer (003 sec. 3.5) with the same channels is off by 0.16 (30
     degrees) to 0.42 (135 degrees)."""
     torch.manual_seed(22)
     gens = image_generators(ROTATION_SIZE, ROTATION_SIZE, "translation")
@@ -928,7 +928,7 @@ def test_bad_input_raises_naming_the_argument(case):
 
 
 # Shift generators whose window 2 K D + 1 exceeds the image, with the generator, axis and sizes
-# the error must name (003 sec. 3.1 and 3.4: the kernel of K powers with dilation D).
+# the error must name (003 sec. 3.4-3.5: the kernel of K powers with dilation D).
 SHIFT_WINDOW_ERRORS = {
     "translation-28x28-K4-D4": (
         lambda: PowerLayer(image_generators(28, 28, "translation"), 4, 1, 1, 4),
