@@ -59,11 +59,15 @@ def test_basis_is_spanned_by_the_dot_and_the_cross_product(tour):
     torch.testing.assert_close(projection @ closed_form.T, closed_form.T, atol=1e-12, rtol=0)
 
 
+def _commented_target(x):
+    """The tour's comment: y = sin|x|^2 + 0.3 x_1 (+ noise), written out independently."""
+    x = x.double()
+    return torch.sin((x**2).sum(-1, keepdim=True)) + 0.3 * x[:, :1]
+
+
 def test_the_data_follow_the_commented_formula(tour):
     data = tour["data"]
-    x, y = data.x.double(), data.y.double()
-    clean = torch.sin((x**2).sum(-1, keepdim=True)) + 0.3 * x[:, :1]
-    noise = y - clean
+    noise = data.y.double() - _commented_target(data.x)
     # 256 draws of N(0, 0.05^2): the sample sd is within 4 standard errors of 0.05.
     assert abs(noise.std().item() - 0.05) < 4 * 0.05 / math.sqrt(2 * 256)
     assert abs(noise.mean().item()) < 4 * 0.05 / math.sqrt(256)
@@ -71,8 +75,7 @@ def test_the_data_follow_the_commented_formula(tour):
 
 def test_predictions_recover_the_noise_free_target(tour):
     data, post = tour["data"], tour["post"]
-    x = data.x.double()
-    clean = torch.sin((x**2).sum(-1, keepdim=True)) + 0.3 * x[:, :1]
+    clean = _commented_target(data.x)
     prediction = post.predict(data.x)
     assert prediction.shape == (256, 1)
     rmse = (prediction.double() - clean).pow(2).mean().sqrt().item()

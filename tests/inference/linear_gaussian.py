@@ -23,6 +23,23 @@ def exact_map(**kwargs):
     return {"num_epochs": 3, "optimizer": "lbfgs", "lr": 1.0, "progress": False, **kwargs}
 
 
+def network_at(post, net, x):
+    """``u -> net(x)`` with the network's parameters read from a flat vector ``u`` laid out
+    in ``post.site_names`` order (the layout of ``post.loc()`` and ``post.covariance()``):
+    an explicit reference for linearised predictives, differentiable by ``jacrev``."""
+    shapes = {n: p.shape for n, p in net.named_parameters()}
+
+    def run(u):
+        values, i = {}, 0
+        for name in post.site_names:
+            k = shapes[name].numel()
+            values[name] = u[i : i + k].reshape(shapes[name])
+            i += k
+        return functional_call(net, values, (x,))
+
+    return run
+
+
 def make(seed=0, n=20, s_res=S_RES, sigma=SIGMA, dtype=torch.float64):
     torch.manual_seed(seed)
     layer = RPPLinear(V(SO2()), V(SO2())).to(dtype)

@@ -23,7 +23,15 @@ from symprior.nn.nonstationary import NonStationaryConv2d, NonStationaryKernelCo
 from symprior.nn.rpp import RPPMLP
 from symprior.priors import EquivariantPrior, FrequencyPrior, ResidualPrior
 from tests.conftest import DEVICES
-from tests.inference.linear_gaussian import S_EQ, S_RES, SIGMA, closed_form, exact_map, make
+from tests.inference.linear_gaussian import (
+    S_EQ,
+    S_RES,
+    SIGMA,
+    closed_form,
+    exact_map,
+    make,
+    network_at,
+)
 
 F64 = torch.float64
 
@@ -296,17 +304,8 @@ def test_diagonal_ggn_equals_the_per_sample_jacobian_reference(kind):
 def test_linearized_variance_equals_the_dense_covariance_reference(structure):
     model, x, y = _mlp_model(Gaussian(0.3))
     post = Laplace("all", structure, **exact_map()).fit(model, (x, y))
-    net = model.network
-    shapes = {n: p.shape for n, p in net.named_parameters()}
     loc = post.loc()
-
-    def run(u):
-        values, i = {}, 0
-        for name in post.site_names:
-            k = shapes[name].numel()
-            values[name] = u[i : i + k].reshape(shapes[name])
-            i += k
-        return functional_call(net, values, (x[:6],))
+    run = network_at(post, model.network, x[:6])
 
     j = jacrev(run)(loc).reshape(18, -1)
     expected = torch.einsum("ki,ij,kj->k", j, post.covariance(), j).reshape(6, 3)

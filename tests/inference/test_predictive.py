@@ -6,12 +6,18 @@ import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import jacrev
 
 import symprior.inference._laplace as laplace_module
 from symprior.inference import MAP, SVI, Laplace, Posterior, linearized_predict
 from symprior.models import Categorical, SymmetryModel
-from tests.inference.linear_gaussian import closed_form, exact_map, make, site_order
+from tests.inference.linear_gaussian import (
+    closed_form,
+    exact_map,
+    make,
+    network_at,
+    site_order,
+)
 
 F64 = torch.float64
 
@@ -165,17 +171,8 @@ def test_categorical_glm_predictive_equals_brute_force_monte_carlo(structure):
     (explicit) Jacobian, 200000 times."""
     model, x, y = _classifier()
     post = Laplace("all", structure, **exact_map()).fit(model, (x, y))
-    net = model.network
-    shapes = {n: p.shape for n, p in net.named_parameters()}
     x_new = 2 * torch.randn(10, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
-
-    def logits(u):
-        values, i = {}, 0
-        for name in post.site_names:
-            k = shapes[name].numel()
-            values[name] = u[i : i + k].reshape(shapes[name])
-            i += k
-        return functional_call(net, values, (x_new,))
+    logits = network_at(post, model.network, x_new)
 
     loc, cov = post.loc(), post.covariance()
     f0 = logits(loc)

@@ -608,6 +608,17 @@ def test_rotation_references_match_the_analytic_rotation():
         assert float((flow - expected).abs().max()) < 5e-6
 
 
+def _interpolated_rotation_action():
+    """The rotations by ``ROTATION_ANGLES``, acting on input and output images by band-limited
+    interpolation: the keyword arguments of the equivariance checks below."""
+    elements = SO2().exp(torch.tensor(ROTATION_ANGLES, dtype=F64)[:, None])
+    return {
+        "rep_in": _band_limited_rotation,
+        "rep_out": _band_limited_rotation,
+        "elements": elements,
+    }
+
+
 @pytest.mark.parametrize("t", [1.0, 1.5, 0.3], ids=["strict", "relaxed-1.5", "relaxed-0.3"])
 def test_rotation_layer_is_equivariant_to_interpolated_rotations(t):
     r"""Rotations by 30, -50 and 135 degrees of smooth images (003 sec. 3.3: the SW generator
@@ -632,16 +643,9 @@ def test_rotation_layer_is_equivariant_to_interpolated_rotations(t):
     layer = PowerLayer(gens, 1, 2, 3, bias=False)
     with torch.no_grad():
         layer.magnitudes.fill_(t)
-    elements = SO2().exp(torch.tensor(ROTATION_ANGLES, dtype=F64)[:, None])
     with torch.no_grad():  # the powers computed once per copy (dtype), not in every forward
         worst = assert_equivariant(
-            layer,
-            SO2(),
-            _rotation_inputs(),
-            rep_in=_band_limited_rotation,
-            rep_out=_band_limited_rotation,
-            elements=elements,
-            atol=3e-6,
+            layer, SO2(), _rotation_inputs(), atol=3e-6, **_interpolated_rotation_action()
         )
     assert worst > 1e-8  # a discretisation floor, not an exact symmetry
 
@@ -653,14 +657,8 @@ def test_interpolated_rotation_check_detects_a_shift_layer():
     torch.manual_seed(22)
     gens = image_generators(ROTATION_SIZE, ROTATION_SIZE, "translation")
     layer = PowerLayer(gens, 1, 2, 3, bias=False).double()
-    elements = SO2().exp(torch.tensor(ROTATION_ANGLES, dtype=F64)[:, None])
     errors, _ = equivariance_errors(
-        layer,
-        SO2(),
-        _rotation_inputs(),
-        rep_in=_band_limited_rotation,
-        rep_out=_band_limited_rotation,
-        elements=elements,
+        layer, SO2(), _rotation_inputs(), **_interpolated_rotation_action()
     )
     assert float(errors.max()) > 0.1
 
